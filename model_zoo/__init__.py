@@ -1,50 +1,36 @@
 """attnzoo's model zoo: registry, weights, and an mmdet-compatible engine for the four
-Empirical Attention Faster R-CNN detectors."""
+Empirical Attention Faster R-CNN detectors.
 
-from model_zoo.errors import (
-    AttnzooError,
-    CheckpointError,
-    DownloadError,
-    HashMismatchError,
-    ImageDecodeError,
-    MetafileError,
-    UnknownVariantError,
-    WeightsError,
-    WeightsMissingError,
-)
-from model_zoo.predictor import (
-    Detection,
-    DetectionResult,
-    Detector,
-    PreparedImage,
-    load_detector,
-    resolve_device,
-    weights_path_for,
-)
-from model_zoo.registry import PublishedFigures, Registry, VariantEntry, default_weights_dir, load_registry
-from model_zoo.synth import write_synthetic_checkpoint
+Public names are imported lazily (PEP 562), so ``attnzoo models`` or ``attnzoo fetch`` do not
+pay for importing torch.
+"""
 
-__all__ = [
-    "AttnzooError",
-    "CheckpointError",
-    "Detection",
-    "DetectionResult",
-    "Detector",
-    "DownloadError",
-    "HashMismatchError",
-    "ImageDecodeError",
-    "MetafileError",
-    "PreparedImage",
-    "PublishedFigures",
-    "Registry",
-    "UnknownVariantError",
-    "VariantEntry",
-    "WeightsError",
-    "WeightsMissingError",
-    "default_weights_dir",
-    "load_detector",
-    "load_registry",
-    "resolve_device",
-    "weights_path_for",
-    "write_synthetic_checkpoint",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "model_zoo.errors": (
+        "AttnzooError", "CheckpointError", "DownloadError", "HashMismatchError", "ImageDecodeError",
+        "MetafileError", "UnknownVariantError", "WeightsError", "WeightsMissingError",
+    ),
+    "model_zoo.predictor": ("Detection", "DetectionResult", "Detector", "PreparedImage", "load_detector", "resolve_device"),
+    "model_zoo.registry": ("PublishedFigures", "Registry", "VariantEntry", "default_weights_dir", "load_registry"),
+    "model_zoo.synth": ("write_synthetic_checkpoint",),
+    "model_zoo.weights": ("FetchResult", "WeightsStatus", "fetch_weights", "weights_path_for", "weights_status"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'model_zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -26,7 +26,12 @@ from model_zoo.engine.preprocess import ResizedImage, collate, resize_keep_ratio
 from model_zoo.errors import AttnzooError, WeightsMissingError
 from model_zoo.images import ImageInput, load_image
 from model_zoo.registry import Registry, VariantEntry, default_weights_dir, load_registry
-from model_zoo.weights import verify_file
+from model_zoo.weights import verify_file, weights_path_for
+
+
+# fp32 is the default and the only mode whose detections are proven equal to mmdet's; the
+# others run convolutions and matmuls under autocast (opt-in, see BENCHMARKS.md for their cost).
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -101,12 +106,16 @@ class Detector:
         device: torch.device,
         weights_path: Path | None = None,
         sha256: str | None = None,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise AttnzooError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         self.entry = entry
         self.model = model.eval().to(device)
         self.device = device
         self.weights_path = weights_path
         self.sha256 = sha256
+        self.precision = precision
 
     @property
     def variant(self) -> str:
@@ -130,7 +139,8 @@ class Detector:
             groups.setdefault(item.padded_shape, []).append(index)
         for indices in groups.values():
             batch = collate([prepared[i].resized for i in indices], self.entry.arch.preprocess, self.device)
-            outputs = self.model(batch)
+            with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
+                outputs = self.model(batch)
             for i, (boxes, scores, labels) in zip(indices, outputs):
                 results[i] = _to_result(prepared[i].resized, boxes, scores, labels)
         return [r for r in results if r is not None]
@@ -171,13 +181,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def weights_path_for(entry: VariantEntry, weights_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the registry expects ``entry``'s checkpoint: ``weights_dir / <URL file name>``."""
-    if entry.weights_filename is None:
-        raise WeightsMissingError(f"variant {entry.alias!r} has no Weights URL in the metafile; pass a checkpoint path")
-    return Path(weights_dir if weights_dir is not None else default_weights_dir()) / entry.weights_filename
-
-
 def load_detector(
     variant: str,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -186,19 +189,21 @@ def load_detector(
     registry: Registry | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     verify_hash: bool = True,
+    precision: str = "fp32",
 ) -> Detector:
     """Build the detector of ``variant`` (alias or full name) and load its checkpoint.
 
     Args:
         checkpoint: a ``.pth`` path; default: the registry's file in ``weights_dir``.
         verify_hash: refuse a file whose sha256 does not start with the hex suffix of its name.
+        precision: "fp32" (default, mmdet-exact), or opt-in "bf16" / "fp16" autocast.
 
     Raises:
         UnknownVariantError, WeightsMissingError, HashMismatchError, CheckpointError.
     """
     registry = registry if registry is not None else load_registry()
     entry = registry.resolve(variant)
-    path = Path(checkpoint) if checkpoint is not None else weights_path_for(entry, weights_dir)
+    path = Path(checkpoint) if checkpoint is not None else weights_path_for(entry, weights_dir or default_weights_dir())
     if not path.is_file():
         raise WeightsMissingError(
             f"checkpoint for {entry.alias!r} not found at {str(path)!r}; run `attnzoo fetch {entry.alias}`"
@@ -207,4 +212,4 @@ def load_detector(
     sha256 = verify_file(path, check=verify_hash)
     model = build_detector(entry.arch)
     load_checkpoint(model, path, entry=entry, registry=registry)
-    return Detector(entry, model, device=resolve_device(device), weights_path=path, sha256=sha256)
+    return Detector(entry, model, device=resolve_device(device), weights_path=path, sha256=sha256, precision=precision)

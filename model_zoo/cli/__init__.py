@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AttnzooError as exc:
         print(f"attnzoo {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `attnzoo models --json | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"attnzoo {args.command}: interrupted", file=sys.stderr)
         return 130

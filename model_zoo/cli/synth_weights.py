@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from model_zoo.registry import load_registry
-from model_zoo.synth import write_synthetic_checkpoint
-from model_zoo.weights import sha256_file
-
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +18,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from model_zoo.registry import load_registry
+    from model_zoo.synth import write_synthetic_checkpoint
+    from model_zoo.weights import sha256_file
+
     entry = load_registry(args.metafile).resolve(args.variant)
     path = write_synthetic_checkpoint(entry, args.out, seed=args.seed)
     print(f"wrote {path} (variant {entry.alias}, seed {args.seed}, sha256 {sha256_file(path)})")

@@ -28,13 +28,30 @@ and ``g = q (bit 1) + geom_bias (bit 3)``. So attention is a single
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 WAVE_LENGTH = 1000.0
+
+
+@dataclass
+class AttentionProbe:
+    """Asks one attention block to keep the weights of one query during its next forward.
+
+    ``query`` is (i, j) on the block's (h, w) query map; after the forward, ``weights`` holds
+    Tensor[n, M, h_kv, w_kv] (each head sums to 1 over keys) and ``query_shape`` / ``key_shape``
+    the two map sizes. For query-independent types the weights are the same for every query.
+    """
+
+    query: tuple[int, int]
+    weights: torch.Tensor | None = None
+    query_shape: tuple[int, int] | None = None
+    key_shape: tuple[int, int] | None = None
 
 
 class GeneralizedAttention(nn.Module):
@@ -84,6 +101,7 @@ class GeneralizedAttention(nn.Module):
             self.appr_geom_fc_x = nn.Linear(self.position_dim // 2, in_channels, bias=False)
             self.appr_geom_fc_y = nn.Linear(self.position_dim // 2, in_channels, bias=False)
         self.proj_conv = nn.Conv2d(in_channels, in_channels, 1, bias=True)
+        self.probe: AttentionProbe | None = None
 
     @property
     def uses_position(self) -> bool:
@@ -98,12 +116,26 @@ class GeneralizedAttention(nn.Module):
         if self.query_independent:
             # One softmax over keys shared by every query: a global-context vector, broadcast.
             weights = self.bias_appearance_weights(x_kv)  # (n, M, 1, h_kv*w_kv)
+            if self.probe is not None:
+                self._record(weights, (h, w), (h_kv, w_kv))
             out = (weights @ values).permute(0, 1, 3, 2).reshape(n, channels, 1, 1)
         else:
-            query_ext, key_ext = self.extended_query_key(x, x_kv)
-            out = F.scaled_dot_product_attention(query_ext, key_ext, values, scale=1.0)
+            query_ext, key_ext = self.extended_query_key(x, x_kv)  # (n, M, hw, E), (n, M, hw_kv, E)
+            if self.probe is not None:
+                i, j = self.probe.query
+                row = query_ext[:, :, i * w + j : i * w + j + 1]  # (n, M, 1, E)
+                self._record((row @ key_ext.transpose(2, 3)).softmax(dim=-1), (h, w), (h_kv, w_kv))
+            # Fused (flash) kernels want one head dim for q, k and v: zero-pad v from d to E.
+            padded = F.pad(values, (0, query_ext.size(-1) - self.head_dim))
+            out = F.scaled_dot_product_attention(query_ext, key_ext, padded, scale=1.0)[..., : self.head_dim]
             out = out.permute(0, 1, 3, 2).reshape(n, channels, h, w)  # (n, M, hw, d) → (n, C, h, w)
         return x + self.gamma * self.proj_conv(out)
+
+    def _record(self, weights: torch.Tensor, query_shape: tuple[int, int], key_shape: tuple[int, int]) -> None:
+        """Store (n, M, 1, h_kv*w_kv) attention weights of the probed query as (n, M, h_kv, w_kv)."""
+        assert self.probe is not None
+        self.probe.weights = weights.detach().float().reshape(weights.size(0), weights.size(1), *key_shape)
+        self.probe.query_shape, self.probe.key_shape = query_shape, key_shape
 
     def _heads(self, feature: torch.Tensor) -> torch.Tensor:
         """(n, C, h, w) → (n, M, h*w, d); channel c is head c // d, dim c % d."""
@@ -155,10 +187,7 @@ class GeneralizedAttention(nn.Module):
             bias_y = torch.einsum("nmhwd,mhud->nmhwu", geometry, pos_y).reshape(n, self.num_heads, h * w, h_kv)
             query_parts += [bias_x, bias_y]
             # Key (u, v) is flattened as u * w_kv + v: one-hot codes select bias_x[v] and bias_y[u].
-            onehot_x = torch.eye(w_kv, dtype=x.dtype, device=x.device).repeat(h_kv, 1)
-            onehot_y = torch.eye(h_kv, dtype=x.dtype, device=x.device).repeat_interleave(w_kv, dim=0)
-            codes = torch.cat([onehot_x, onehot_y], dim=1).expand(n, self.num_heads, -1, -1)
-            key_parts.append(codes)
+            key_parts.append(key_position_codes(h_kv, w_kv, x.dtype, x.device).expand(n, self.num_heads, -1, -1))
         return torch.cat(query_parts, dim=-1), torch.cat(key_parts, dim=-1)
 
     def position_terms(
@@ -172,6 +201,7 @@ class GeneralizedAttention(nn.Module):
         return pos_x / math.sqrt(2), pos_y / math.sqrt(2)
 
 
+@functools.lru_cache(maxsize=64)
 def relative_position_embedding(
     length: int,
     length_kv: int,
@@ -184,8 +214,15 @@ def relative_position_embedding(
     """Sinusoidal embedding of offsets ``(i - kv_stride * j) * magnitude``, Tensor[length, length_kv, dim/2].
 
     The first dim/4 channels are sines, the next dim/4 cosines (two blocks, not interleaved),
-    of offset / 1000^(4k/dim) for k < dim/4.
+    of offset / 1000^(4k/dim) for k < dim/4. Cached per shape: every block of a stage reuses it.
     """
+    with torch.inference_mode(False):  # a cached tensor must stay usable outside inference mode
+        return _relative_position_embedding(length, length_kv, kv_stride, magnitude, dim, dtype, device)
+
+
+def _relative_position_embedding(
+    length: int, length_kv: int, kv_stride: int, magnitude: float, dim: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     query_idx = torch.linspace(0, length - 1, length).to(device, dtype).view(length, 1)
     key_idx = torch.linspace(0, length_kv - 1, length_kv).to(device, dtype).view(length_kv, 1) * kv_stride
     offsets = (query_idx.unsqueeze(1) - key_idx.unsqueeze(0)) * magnitude  # (length, length_kv, 1)
@@ -193,3 +230,12 @@ def relative_position_embedding(
     dim_mat = (torch.tensor([WAVE_LENGTH], device=device) ** ((4.0 / dim) * feat_range)).view(1, 1, -1)
     angles = offsets / dim_mat
     return torch.cat([angles.sin(), angles.cos()], dim=2).to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def key_position_codes(h_kv: int, w_kv: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One-hot codes of key (u, v), flattened u * w_kv + v: Tensor[h_kv*w_kv, w_kv + h_kv] = [onehot(v), onehot(u)]."""
+    with torch.inference_mode(False):  # a cached tensor must stay usable outside inference mode
+        onehot_x = torch.eye(w_kv, dtype=dtype, device=device).repeat(h_kv, 1)
+        onehot_y = torch.eye(h_kv, dtype=dtype, device=device).repeat_interleave(w_kv, dim=0)
+        return torch.cat([onehot_x, onehot_y], dim=1)

@@ -55,8 +55,11 @@ class FasterRCNN(nn.Module):
         return self.forward_stages(batch).detections
 
     def forward_stages(self, batch: ImageBatch) -> StageOutputs:
-        features = self.neck(self.backbone(batch.tensor))
+        # `.float()` is a no-op in fp32; under reduced-precision autocast it keeps selection and
+        # box maths in fp32, where bf16 ties would reorder proposals.
+        features = [level.float() for level in self.neck(self.backbone(batch.tensor))]
         logits, deltas = self.rpn_head(features)
+        logits, deltas = [level.float() for level in logits], [level.float() for level in deltas]
         proposals = propose(logits, deltas, self.anchor_generator(features), batch.image_shapes, self.rpn_spec)
         detections = self.roi_head(features, proposals, batch.image_shapes, batch.scale_factors)
         return StageOutputs(features=features, proposals=proposals, detections=detections)

@@ -58,6 +58,7 @@ class StandardRoIHead(nn.Module):
             return [empty_detections(rois.device) for _ in proposals]
         levels = features[: len(self.spec.featmap_strides)]
         logits, deltas = self.bbox_head(extract_roi_features(levels, rois, self.spec))
+        logits, deltas = logits.float(), deltas.float()
         counts = [len(p) for p in proposals]
         return [
             postprocess_detections(boxes, cls_logits, box_deltas, shape, factor, self.spec)

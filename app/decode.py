@@ -1,0 +1,116 @@
+"""Uploaded bytes → validated BGR uint8 image, refusing what must not reach the decoder.
+
+Two steps, both pure functions of the bytes (a fuzz target):
+
+1. :func:`read_header` identifies the format and the pixel size with Pillow, which reads only
+   the header (``Image.open`` without ``load``). Formats outside :data:`SUPPORTED_FORMATS` and
+   images over ``max_pixels`` (decompression bombs) are refused here, before any pixel is decoded.
+2. :func:`decode_upload` then decodes with OpenCV through ``model_zoo.images``, the decoder of
+   record: it applies EXIF orientation, drops alpha, expands gray and scales 16-bit down to 8 bits
+   exactly as mmdet's loader does, so the service sees the pixels ``attnzoo predict`` sees.
+   OpenCV 4.12 decodes every supported format, GIF (first frame) included.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from model_zoo.images import decode_image_bytes
+
+# Pillow's format names; MPO is the multi-picture JPEG many phone cameras write.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+
+
+class UploadError(ValueError):
+    """An upload the service refuses; the message says what was wrong."""
+
+
+class EmptyUploadError(UploadError):
+    pass
+
+
+class NotAnImageError(UploadError):
+    """The bytes are not a recognisable image, or are truncated or corrupt."""
+
+
+class UnsupportedFormatError(UploadError):
+    def __init__(self, image_format: str) -> None:
+        super().__init__(f"image format {image_format} is not supported; supported: {', '.join(SUPPORTED_FORMATS)}")
+        self.image_format = image_format
+
+
+class TooManyPixelsError(UploadError):
+    def __init__(self, width: int | None, height: int | None, max_pixels: int, *, note: str = "") -> None:
+        size = f"{width}x{height} = {width * height} pixels" if width and height else f"far too many pixels ({note})"
+        super().__init__(f"image has {size}; the limit is {max_pixels} pixels (ATTNZOO_MAX_PIXELS)")
+        self.width = width
+        self.height = height
+        self.max_pixels = max_pixels
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    format: str  # one of SUPPORTED_FORMATS
+    width: int  # pixels, as stored (before EXIF orientation)
+    height: int
+    mode: str  # Pillow mode, e.g. "RGB", "CMYK", "P", "I;16"
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    header: ImageHeader
+    pixels: np.ndarray  # (H, W, 3) BGR uint8, EXIF orientation applied
+
+
+def read_header(data: bytes, *, max_pixels: int) -> ImageHeader:
+    """Identify ``data`` from its header only and check format and pixel count.
+
+    Raises:
+        EmptyUploadError, NotAnImageError, UnsupportedFormatError, TooManyPixelsError.
+    """
+    if not data:
+        raise EmptyUploadError("the request carries no image (empty body or empty 'file' field)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit
+            with Image.open(io.BytesIO(data)) as image:
+                header = ImageHeader(str(image.format), int(image.width), int(image.height), str(image.mode))
+    except Image.DecompressionBombError as exc:  # beyond Pillow's own hard limit
+        raise TooManyPixelsError(None, None, max_pixels, note=_reason(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed headers
+        raise NotAnImageError(f"not a recognised image ({len(data)} bytes): {_reason(exc)}") from None
+    image_format = _FORMAT_ALIASES.get(header.format, header.format)
+    if image_format not in SUPPORTED_FORMATS:
+        raise UnsupportedFormatError(image_format)
+    if header.width < 1 or header.height < 1:
+        raise NotAnImageError(f"image header says {header.width}x{header.height} pixels")
+    if header.width * header.height > max_pixels:
+        raise TooManyPixelsError(header.width, header.height, max_pixels)
+    return ImageHeader(image_format, header.width, header.height, header.mode)
+
+
+def decode_upload(data: bytes, *, max_pixels: int) -> DecodedImage:
+    """Check ``data`` with :func:`read_header`, then decode it with OpenCV (mmdet's decoding).
+
+    Raises:
+        the errors of :func:`read_header`; NotAnImageError when the pixel data is truncated or corrupt.
+    """
+    header = read_header(data, max_pixels=max_pixels)
+    try:
+        pixels = decode_image_bytes(data)
+    except Exception as exc:  # noqa: BLE001 - ImageDecodeError, or cv2.error on hostile data
+        raise NotAnImageError(f"{header.format} image could not be decoded (truncated or corrupt): {_reason(exc)}") from None
+    if pixels.shape[0] * pixels.shape[1] > max_pixels:  # a header that lied
+        raise TooManyPixelsError(pixels.shape[1], pixels.shape[0], max_pixels)
+    return DecodedImage(header, pixels)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

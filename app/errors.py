@@ -1,0 +1,148 @@
+"""Errors → HTTP: one table from exception type to status and error code, and the handlers.
+
+Every error response has the body ``{"error": <code>, "detail": <what was wrong>, "request_id": ...}``
+(plus ``valid`` for an unknown variant, ``errors`` for invalid parameters) and the
+``X-Request-ID`` header. Unexpected exceptions are 500s whose body carries the request id that
+the log line (with the traceback) carries too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from model_zoo import ImageDecodeError, UnknownVariantError
+
+from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
+from .deps import ServiceNotStartedError
+from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
+from .model_pool import VariantNotReadyError
+from .pipeline import ImageUnprocessableError, InvalidParameterError, ModelExecutionError
+from .upload import UnsupportedMediaTypeError
+
+logger = logging.getLogger("attnzoo.errors")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class BodyTooLargeError(Exception):
+    """The request body is (or announces itself) longer than the limit."""
+
+    def __init__(self, max_bytes: int, announced: int | None = None) -> None:
+        size = f"announces {announced} bytes" if announced is not None else "is longer"
+        super().__init__(f"the request body {size}; the limit is {max_bytes} bytes (ATTNZOO_MAX_BODY_BYTES)")
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    status: int
+    code: str
+
+
+# Most specific first: the first entry the exception is an instance of wins.
+ERROR_TABLE: tuple[tuple[type[Exception], ErrorSpec], ...] = (
+    (UnknownVariantError, ErrorSpec(404, "unknown_variant")),
+    (VariantNotReadyError, ErrorSpec(503, "variant_unavailable")),
+    (EmptyUploadError, ErrorSpec(400, "empty_body")),
+    (UnsupportedMediaTypeError, ErrorSpec(415, "unsupported_media_type")),
+    (UnsupportedFormatError, ErrorSpec(415, "unsupported_image_format")),
+    (BodyTooLargeError, ErrorSpec(413, "body_too_large")),
+    (TooManyPixelsError, ErrorSpec(413, "too_many_pixels")),
+    (NotAnImageError, ErrorSpec(422, "invalid_image")),
+    (ImageDecodeError, ErrorSpec(422, "invalid_image")),
+    (ImageUnprocessableError, ErrorSpec(422, "unprocessable_image")),
+    (InvalidParameterError, ErrorSpec(422, "invalid_parameter")),
+    (QueueFullError, ErrorSpec(429, "overloaded")),
+    (DeadlineExceededError, ErrorSpec(504, "deadline_exceeded")),
+    (BatcherClosedError, ErrorSpec(503, "shutting_down")),
+    (ServiceNotStartedError, ErrorSpec(503, "not_started")),
+    (ModelExecutionError, ErrorSpec(500, "model_error")),
+    (ClientDisconnect, ErrorSpec(499, "client_disconnected")),  # nobody reads it; for log and metrics
+)
+
+
+def request_id_of(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+def error_response(
+    request: Request, status: int, code: str, detail: Any, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    request_id = request_id_of(request)
+    body = {"error": code, "detail": detail, "request_id": request_id, **extra}
+    all_headers = dict(headers or {})
+    if request_id:
+        all_headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse(body, status_code=status, headers=all_headers)
+
+
+def spec_for(exc: BaseException) -> ErrorSpec | None:
+    for exc_type, spec in ERROR_TABLE:
+        if isinstance(exc, exc_type):
+            return spec
+    return None
+
+
+async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    spec = spec_for(exc)
+    if spec is None:  # pragma: no cover - only registered for table entries
+        return await unhandled_error_handler(request, exc)
+    headers = {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
+    extra: dict[str, Any] = {}
+    if isinstance(exc, UnknownVariantError):
+        extra["valid"] = exc.valid
+    if spec.status >= 500:
+        logger.error("request %s: %s", request_id_of(request), exc, exc_info=exc.__cause__ or exc)
+    return error_response(request, spec.status, spec.code, str(exc), headers=headers, **extra)
+
+
+async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _code_of_status(exc.status_code)
+    return error_response(request, exc.status_code, code, exc.detail, headers=dict(exc.headers or {}))
+
+
+async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": [str(part) for part in error.get("loc", ())], "msg": error.get("msg", ""), "input": _jsonable(error.get("input"))}
+        for error in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+    return error_response(request, 422, "invalid_parameter", detail, errors=errors)
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    request_id = request_id_of(request)
+    logger.error("request %s: unhandled %s", request_id, type(exc).__name__, exc_info=exc)
+    return error_response(request, 500, "internal_error", f"internal error; quote request id {request_id} when reporting it")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for exc_type, _spec in ERROR_TABLE:
+        app.add_exception_handler(exc_type, domain_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, unhandled_error_handler)
+
+
+def _code_of_status(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return f"http_{status}"
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)[:200]

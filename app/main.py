@@ -1,0 +1,74 @@
+"""The app factory: wires settings, routers, middleware, error handlers and the lifespan.
+
+``attnzoo serve`` runs ``uvicorn app.main:create_app --factory``. Nothing expensive happens at
+import or in :func:`create_app` (it validates the settings and parses the registry); the
+lifespan loads the models in a background thread and stops the batchers at shutdown.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from model_zoo import load_registry
+
+from .errors import install_error_handlers
+from .measured import MeasuredFigures
+from .metrics import ServiceMetrics
+from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure_access_log
+from .model_pool import ModelPool, resolve_variants
+from .routes import detect, health, metrics, models
+from .settings import Settings, get_settings
+
+DESCRIPTION = """Faster R-CNN R-50-FPN detectors with GeneralizedAttention ("An Empirical Study of
+Spatial Attention Mechanisms in Deep Networks"): `POST /detect?variant=...` with an image,
+`GET /models` for what is loaded, `/healthz`, `/readyz`, `/metrics`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service. ``settings`` default: :func:`get_settings` (the ``ATTNZOO_*`` environment).
+
+    Raises:
+        pydantic.ValidationError (bad settings), MetafileError, UnknownVariantError.
+    """
+    settings = settings if settings is not None else get_settings()
+    registry = load_registry(settings.metafile)
+    requested = resolve_variants(registry, settings.variants)
+    service_metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = ModelPool(registry, requested, settings, service_metrics)
+        app.state.pool = pool
+        pool.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(pool.close)
+            app.state.pool = None
+
+    app = FastAPI(
+        title="attnzoo",
+        description=DESCRIPTION,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = service_metrics
+    app.state.measured = MeasuredFigures(settings.results_dir, registry)
+    app.state.pool = None
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    configure_access_log()
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=service_metrics)  # outermost: sees every answer
+    for module in (detect, models, health, metrics):
+        app.include_router(module.router)
+    return app

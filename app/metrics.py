@@ -1,0 +1,73 @@
+"""Prometheus metrics of the service (names are a contract with docker/ and Grafana).
+
+Each app owns a :class:`ServiceMetrics` with its own ``CollectorRegistry``, so several apps (tests)
+can live in one process. The metric objects are updated by hooks around the pipeline stages, the
+batcher and the request middleware, never from inside model code.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+STAGES = ("queue", "preprocess", "model", "postprocess")
+
+# seconds: from a GPU batch (a few ms) to a CPU forward at full scale (several seconds)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class ServiceMetrics:
+    """The metric families; label values: ``variant`` = short name ("" outside /detect)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "attnzoo_requests_total", "HTTP requests by variant, endpoint and status code.",
+            ["variant", "endpoint", "status"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "attnzoo_request_duration_seconds", "End-to-end request latency (first byte in to response sent).",
+            ["variant", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.stage_duration = Histogram(
+            "attnzoo_stage_duration_seconds",
+            "Time a /detect request spends per stage: queue (waiting for the model), preprocess "
+            "(decode + resize), model (its batch's forward), postprocess (filter + serialise).",
+            ["variant", "stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "attnzoo_batch_size", "Requests per model call.", ["variant"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inflight = Gauge("attnzoo_inflight_requests", "/detect requests in progress.", ["variant"], registry=r)
+        self.queue_depth = Gauge("attnzoo_queue_depth", "Requests waiting for the model.", ["variant"], registry=r)
+        self.model_load = Gauge(
+            "attnzoo_model_load_seconds", "Time to load, verify and warm up the variant.", ["variant"], registry=r
+        )
+        self.gpu_memory = Gauge(
+            "attnzoo_gpu_memory_bytes", "CUDA memory allocated by tensors (CUDA devices only).", ["device"], registry=r
+        )
+        self.model_ready = Gauge("attnzoo_model_ready", "1 when the variant is loaded and warm, else 0.", ["variant"], registry=r)
+
+    def observe_stages(self, variant: str, seconds: dict[str, float]) -> None:
+        """Record one request's stage durations (keys from :data:`STAGES`)."""
+        for stage, value in seconds.items():
+            self.stage_duration.labels(variant, stage).observe(value)
+
+    def observe_batch(self, variant: str, size: int) -> None:
+        self.batch_size.labels(variant).observe(size)
+
+    def render(self, cuda_devices: Iterable[str] = ()) -> bytes:
+        """The exposition text; GPU memory is sampled now for ``cuda_devices`` (e.g. ``"cuda:0"``)."""
+        devices = list(cuda_devices)
+        if devices:
+            import torch  # only when a model lives on a GPU
+
+            for device in devices:
+                self.gpu_memory.labels(device).set(torch.cuda.memory_allocated(device))
+        return generate_latest(self.registry)

@@ -1,0 +1,236 @@
+"""The loaded models: one :class:`ModelSlot` per registry variant, each with its own batcher.
+
+Start-up (a background thread, so ``/healthz`` answers while weights load): for every requested
+variant, load the checkpoint from the weights dir (its sha256 checked against the file name),
+run one warm-up forward, start its :class:`~app.batching.MicroBatcher`, and only then mark it
+``loaded``. A variant whose weights are missing, refused or broken becomes ``unavailable`` with the
+reason and does not stop the others. Variants of the registry that were not requested are listed
+as ``unavailable`` too, so ``/models`` shows the whole registry.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from model_zoo import AttnzooError, Detector, Registry, VariantEntry, load_detector, resolve_device, weights_path_for
+
+from .batching import MicroBatcher
+from .metrics import ServiceMetrics
+from .settings import Settings
+
+logger = logging.getLogger("attnzoo.models")
+
+# Retry-After (seconds) for a variant that is not loaded: soon while loading, later when it failed
+RETRY_AFTER_LOADING_S = 5
+RETRY_AFTER_UNAVAILABLE_S = 60
+_WARMUP_GRAY = 114  # pixel value of the warm-up image
+
+
+class ModelState(str, enum.Enum):
+    LOADING = "loading"
+    LOADED = "loaded"
+    UNAVAILABLE = "unavailable"
+
+
+class VariantNotReadyError(Exception):
+    """The variant exists in the registry but cannot answer now."""
+
+    def __init__(self, variant: str, state: ModelState, reason: str | None) -> None:
+        why = "is still loading" if state is ModelState.LOADING else f"is unavailable: {reason}"
+        super().__init__(f"variant {variant!r} {why}")
+        self.variant = variant
+        self.state = state
+        self.retry_after_s = RETRY_AFTER_LOADING_S if state is ModelState.LOADING else RETRY_AFTER_UNAVAILABLE_S
+
+
+@dataclass
+class ModelSlot:
+    """One registry variant and what the service knows about it."""
+
+    entry: VariantEntry
+    requested: bool
+    state: ModelState
+    reason: str | None = None  # why it is unavailable
+    detector: Detector | None = None
+    batcher: MicroBatcher | None = None
+    device: str | None = None
+    weights_path: Path | None = None
+    sha256: str | None = None
+    load_seconds: float | None = None
+
+    @property
+    def variant(self) -> str:
+        return self.entry.alias
+
+
+def resolve_variants(registry: Registry, names: Sequence[str] | None) -> list[VariantEntry]:
+    """Requested names (short or full) → registry entries; ``None`` → every entry.
+
+    Raises:
+        UnknownVariantError: naming the valid variants.
+    """
+    if names is None:
+        return list(registry)
+    entries: list[VariantEntry] = []
+    for name in names:
+        entry = registry.resolve(name)
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
+class ModelPool:
+    """Owns detectors and batchers; thread-safe to read while the loader thread works."""
+
+    def __init__(self, registry: Registry, requested: Sequence[VariantEntry], settings: Settings, metrics: ServiceMetrics) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        wanted = {entry.name for entry in requested}
+        self.slots: dict[str, ModelSlot] = {}
+        for entry in registry:
+            requested_here = entry.name in wanted
+            self.slots[entry.alias] = ModelSlot(
+                entry=entry,
+                requested=requested_here,
+                state=ModelState.LOADING if requested_here else ModelState.UNAVAILABLE,
+                reason=None if requested_here else "not among the variants this service was started with (ATTNZOO_VARIANTS)",
+                weights_path=_expected_weights_path(entry, settings),
+            )
+            metrics.model_ready.labels(entry.alias).set(0)
+        self._stop = threading.Event()
+        self._settled = threading.Event()
+        self._loader: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the requested variants in a background thread."""
+        self._loader = threading.Thread(target=self.load_all, name="model-loader", daemon=True)
+        self._loader.start()
+
+    def load_all(self) -> None:
+        try:
+            try:
+                device = str(resolve_device(self.settings.device))
+            except AttnzooError as exc:
+                for slot in self.requested_slots():
+                    self._mark_unavailable(slot, str(exc))
+                return
+            for slot in self.requested_slots():
+                if self._stop.is_set():
+                    self._mark_unavailable(slot, "service is shutting down")
+                    continue
+                self._load(slot, device)
+        finally:
+            self._settled.set()
+
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Block until every requested variant is loaded or unavailable; False on timeout."""
+        return self._settled.wait(timeout)
+
+    def close(self) -> None:
+        """Stop loading, stop the batchers (waiting requests get 503)."""
+        self._stop.set()
+        if self._loader is not None:
+            self._loader.join()
+        for slot in self.slots.values():
+            if slot.batcher is not None:
+                slot.batcher.close()
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def requested_slots(self) -> list[ModelSlot]:
+        return [slot for slot in self.slots.values() if slot.requested]
+
+    def resolve(self, name: str) -> ModelSlot:
+        """Slot of a short or full variant name. Raises UnknownVariantError."""
+        return self.slots[self.registry.resolve(name).alias]
+
+    def loaded(self, name: str) -> ModelSlot:
+        """Slot of a variant that can answer now. Raises UnknownVariantError, VariantNotReadyError."""
+        slot = self.resolve(name)
+        if slot.state is not ModelState.LOADED:
+            raise VariantNotReadyError(slot.variant, slot.state, slot.reason)
+        return slot
+
+    def readiness(self) -> dict[str, str]:
+        """Why the service is not ready: variant → reason; empty when every requested one is loaded."""
+        reasons: dict[str, str] = {}
+        for slot in self.requested_slots():
+            if slot.state is ModelState.LOADING:
+                reasons[slot.variant] = "loading"
+            elif slot.state is ModelState.UNAVAILABLE:
+                reasons[slot.variant] = f"unavailable: {slot.reason}"
+        return reasons
+
+    def cuda_devices(self) -> list[str]:
+        return sorted({slot.device for slot in self.slots.values() if slot.device and slot.device.startswith("cuda")})
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(self, slot: ModelSlot, device: str) -> None:
+        started = time.perf_counter()
+        try:
+            detector = load_detector(
+                slot.entry.name,
+                device=device,
+                registry=self.registry,
+                weights_dir=self.settings.weights_dir,
+                verify_hash=self.settings.verify_hash,
+            )
+            if self.settings.warmup:
+                _warm_up(detector)
+        except AttnzooError as exc:
+            self._mark_unavailable(slot, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - one broken variant must not stop the others
+            logger.exception("loading %s failed", slot.variant)
+            self._mark_unavailable(slot, f"failed to load: {type(exc).__name__}: {exc}")
+            return
+        variant = slot.variant
+        batcher = MicroBatcher(
+            detector.infer,
+            max_batch=self.settings.max_batch,
+            max_wait_s=self.settings.max_wait_ms / 1000.0,
+            queue_size=self.settings.queue_size,
+            name=variant,
+            on_batch=lambda size, _seconds: self.metrics.observe_batch(variant, size),
+        )
+        self.metrics.queue_depth.labels(variant).set_function(batcher.qsize)
+        slot.detector, slot.batcher = detector, batcher
+        slot.device = str(detector.device)
+        slot.weights_path, slot.sha256 = detector.weights_path, detector.sha256
+        slot.load_seconds = time.perf_counter() - started
+        slot.reason = None
+        slot.state = ModelState.LOADED  # last: readers see a complete slot
+        self.metrics.model_load.labels(variant).set(slot.load_seconds)
+        self.metrics.model_ready.labels(variant).set(1)
+        logger.info("loaded %s on %s in %.2f s (sha256 %s)", variant, slot.device, slot.load_seconds, slot.sha256)
+
+    def _mark_unavailable(self, slot: ModelSlot, reason: str) -> None:
+        slot.state, slot.reason = ModelState.UNAVAILABLE, reason
+        self.metrics.model_ready.labels(slot.variant).set(0)
+        logger.warning("variant %s unavailable: %s", slot.variant, reason)
+
+
+def _warm_up(detector: Detector) -> None:
+    """One forward on a gray image of the test scale (long × short side), landscape."""
+    long_side, short_side = detector.entry.arch.preprocess.scale
+    image = np.full((short_side, long_side, 3), _WARMUP_GRAY, dtype=np.uint8)
+    detector.infer([detector.prepare(image)])
+
+
+def _expected_weights_path(entry: VariantEntry, settings: Settings) -> Path | None:
+    try:
+        return weights_path_for(entry, settings.weights_dir)
+    except AttnzooError:
+        return None

@@ -1,0 +1,145 @@
+"""The /detect pipeline as named stages, each timed:
+
+    preprocess   decode + checks + keep-ratio resize    (a worker thread, per request)
+    queue        waiting for the variant's batcher        (bounded; deadline; cancellable)
+    model        ``Detector.infer`` on the batch          (the batcher's thread, shared by the batch)
+    postprocess  score / class / count filter, to dicts   (per request)
+
+The stages know nothing about HTTP or metrics; the route turns the outcome into a response and the
+timings into metric observations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable
+
+from starlette.concurrency import run_in_threadpool
+
+from model_zoo import Detector, DetectionResult, PreparedImage
+from model_zoo.categories import COCO_CATEGORY_IDS, COCO_CLASSES, LABEL_BY_CATEGORY_ID, LABEL_BY_NAME
+
+from .batching import BatcherClosedError, BatchOutcome, DeadlineExceededError, MicroBatcher
+from .decode import DecodedImage, decode_upload
+
+
+class InvalidParameterError(ValueError):
+    """A query parameter with a value the service does not accept; the message names valid ones."""
+
+
+class ImageUnprocessableError(ValueError):
+    """A decoded image that the model's pre-processing cannot take (e.g. a side shrinks to 0 px)."""
+
+
+class ModelExecutionError(RuntimeError):
+    """The model failed on a batch holding this request (logged with the request id)."""
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """What a request asks for: ``score > score_thr``, at most ``max_dets``, labels in ``labels``."""
+
+    score_thr: float
+    max_dets: int | None = None
+    labels: frozenset[int] | None = None  # contiguous labels 0..79; None: every class
+
+
+@dataclass(frozen=True)
+class DetectOutcome:
+    width: int  # original image, pixels (after EXIF orientation)
+    height: int
+    detections: list[dict[str, Any]]  # Detection.to_dict(): the `attnzoo predict` schema
+    seconds: dict[str, float]  # stage → seconds, keys = metrics.STAGES
+    batch_size: int
+
+
+def parse_classes(values: Iterable[str] | None) -> frozenset[int] | None:
+    """Class names (``person``) or COCO category ids (``1``), repeated or comma-separated → labels.
+
+    Raises:
+        InvalidParameterError: naming the unknown value and the valid names and ids.
+    """
+    if values is None:
+        return None
+    labels: set[int] = set()
+    for value in values:
+        for token in (t.strip() for t in value.split(",")):
+            if not token:
+                continue
+            if token.isdigit():
+                label = LABEL_BY_CATEGORY_ID.get(int(token))
+            else:
+                label = LABEL_BY_NAME.get(token.lower())
+            if label is None:
+                raise InvalidParameterError(
+                    f"unknown class {token!r} in 'classes'; valid: COCO class names ({', '.join(COCO_CLASSES)}) "
+                    f"or COCO category ids ({', '.join(map(str, COCO_CATEGORY_IDS))})"
+                )
+            labels.add(label)
+    return frozenset(labels) if labels else None
+
+
+async def run_detection(
+    detector: Detector,
+    batcher: MicroBatcher[PreparedImage, DetectionResult],
+    data: bytes,
+    params: DetectParams,
+    *,
+    deadline: float,
+    max_pixels: int,
+    disconnected: Callable[[], Awaitable[None]],
+) -> DetectOutcome | None:
+    """Run one upload through the stages; ``None`` when the client went away first.
+
+    Args:
+        deadline: ``time.monotonic()`` instant after which the request gets 504.
+        disconnected: returns an awaitable that completes when the client disconnects.
+
+    Raises:
+        UploadError / ImageUnprocessableError (bad input), QueueFullError, DeadlineExceededError,
+        BatcherClosedError, ModelExecutionError.
+    """
+    started = time.perf_counter()
+    prepared = await run_in_threadpool(_prepare, detector, data, max_pixels)
+    preprocess_s = time.perf_counter() - started
+    if time.monotonic() >= deadline:
+        raise DeadlineExceededError("deadline passed during decoding")
+    future = batcher.submit(prepared, deadline)
+    waiting = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({waiting, gone}, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if waiting not in done:
+        waiting.cancel()  # withdraws the request from the queue if its batch has not started
+        if gone in done:
+            return None
+        raise DeadlineExceededError("deadline passed while waiting for the model")
+    try:
+        outcome: BatchOutcome[DetectionResult] = waiting.result()
+    except (DeadlineExceededError, BatcherClosedError):
+        raise
+    except Exception as exc:
+        raise ModelExecutionError(f"model failed: {type(exc).__name__}: {exc}") from exc
+    post_started = time.perf_counter()
+    result = outcome.result.filter(params.score_thr, params.max_dets, params.labels)
+    detections = [detection.to_dict() for detection in result.detections]
+    seconds = {
+        "queue": outcome.queue_s,
+        "preprocess": preprocess_s,
+        "model": outcome.model_s,
+        "postprocess": time.perf_counter() - post_started,
+    }
+    return DetectOutcome(result.width, result.height, detections, seconds, outcome.batch_size)
+
+
+def _prepare(detector: Detector, data: bytes, max_pixels: int) -> PreparedImage:
+    decoded: DecodedImage = decode_upload(data, max_pixels=max_pixels)
+    try:
+        return detector.prepare(decoded.pixels)
+    except Exception as exc:  # noqa: BLE001 - the image decoded, so its shape is what the resize refused
+        height, width = decoded.pixels.shape[:2]
+        raise ImageUnprocessableError(f"a {width}x{height} image cannot be resized for the model: {exc}") from exc

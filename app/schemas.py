@@ -1,0 +1,106 @@
+"""Response bodies (pydantic), as the OpenAPI docs show them.
+
+``DetectionOut`` is the detection object of ``attnzoo predict`` (``Detection.to_dict()``), field
+for field and in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class DetectionOut(BaseModel):
+    bbox: list[float] = Field(description="[x1, y1, x2, y2] in original-image pixels", min_length=4, max_length=4)
+    score: float
+    label: int = Field(description="contiguous label 0..79 (mmdet order)")
+    category_id: int = Field(description="COCO category id")
+    class_name: str
+
+
+class TimingsOut(BaseModel):
+    """Milliseconds per stage; ``model`` is the forward of the batch this request ran in."""
+
+    queue: float
+    preprocess: float = Field(description="decode + checks + resize")
+    model: float
+    postprocess: float
+
+
+class DetectResponse(BaseModel):
+    variant: str = Field(description="short name of the variant that answered")
+    sha256: str | None = Field(description="sha256 of the weights file the detections come from")
+    width: int = Field(description="image width in pixels (after EXIF orientation)")
+    height: int
+    detections: list[DetectionOut] = Field(description="sorted by descending score")
+    timings_ms: TimingsOut
+    batch_size: int = Field(description="requests that shared the model call")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="machine-readable code, e.g. unknown_variant, invalid_image, overloaded")
+    detail: Any = Field(description="what was wrong, in words")
+    request_id: str | None = None
+
+
+class ArchitectureOut(BaseModel):
+    config: str
+    backbone: str
+    attention_type: str | None = Field(description="GeneralizedAttention bits, e.g. '1111' or '0010'")
+    attention_stages: list[int]
+    dcn: bool
+    dcn_stages: list[int]
+
+
+class PublishedOut(BaseModel):
+    box_ap: float | None
+    fps: float | None
+    inference_ms: float | None
+    train_memory_gb: float | None = Field(description="training memory (the table's 'Mem' column)")
+    hardware: str | None
+    backend: str | None
+    batch_size: int | None
+    mode: str | None
+    resolution: str | None
+    training_resources: str | None
+
+
+class MeasuredOut(BaseModel):
+    box_ap: float | None = None
+    fps: float | None = None
+    fps_end_to_end: float | None = None
+    peak_memory_mb: float | None = Field(None, description="peak inference memory")
+    device: str | None = None
+    images: int | None = None
+    source: str = Field(description="the results file these figures come from")
+    measured_at: str = Field(description="modification time of that file, UTC ISO 8601")
+
+
+class ModelOut(BaseModel):
+    variant: str
+    name: str
+    collection: str | None
+    architecture: ArchitectureOut
+    published: PublishedOut
+    measured: MeasuredOut | None = Field(description="from the eval job's latest table.json, if any")
+    state: str = Field(description="loaded, loading or unavailable")
+    reason: str | None = Field(description="why it is unavailable")
+    device: str | None
+    weights_file: str | None
+    weights_url: str | None
+    sha256: str | None
+    load_seconds: float | None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelOut]
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    status: str
+    variants: dict[str, str] = Field(description="requested variant → state")

@@ -1,0 +1,59 @@
+"""Service settings: one pydantic-settings class read from ``ATTNZOO_*`` environment variables.
+
+There is no module-level instance: :func:`get_settings` builds (and caches) one on first use, and
+``create_app(settings)`` or ``app.dependency_overrides[get_settings]`` replace it in tests.
+``ATTNZOO_METAFILE`` and ``ATTNZOO_WEIGHTS_DIR`` are the same variables the registry reads.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "ATTNZOO_"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be configured with (env var = ``ATTNZOO_`` + upper-case name)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="interface to bind (0.0.0.0 in the container)")
+    port: int = Field(8000, ge=1, le=65535)
+    variants: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="variants to load (short or full names, comma-separated in the env var); default: every registry entry",
+    )
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when present, else CPU")
+    max_batch: int = Field(4, ge=1, le=256, description="most requests one model call takes")
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long a request waits for companions")
+    queue_size: int = Field(64, ge=1, description="requests waiting for the model per variant; beyond → 429")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline of a /detect request; past it → 504")
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="request body limit in bytes; beyond → 413")
+    max_pixels: int = Field(40_000_000, ge=1, description="image width × height limit, checked before decoding")
+    metafile: Path | None = Field(None, description="registry metafile (default: the bundled one)")
+    weights_dir: Path | None = Field(None, description="checkpoint directory (default: weights/ at the repo root)")
+    results_dir: Path = Field(Path("results"), description="where the eval job writes table.json")
+    verify_hash: bool = Field(True, description="refuse weights whose sha256 does not match their file name")
+    warmup: bool = Field(True, description="run one forward per variant before reporting ready")
+    docs: bool = Field(True, description="serve the OpenAPI docs at /docs and /redoc")
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _split_variants(cls, value: Any) -> Any:
+        """``"a,b c"`` (env var) → ``["a", "b", "c"]``; an empty value means every variant."""
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, (list, tuple)) and not value:
+            return None
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once (a FastAPI dependency)."""
+    return Settings()

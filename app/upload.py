@@ -1,0 +1,48 @@
+"""Request body → image bytes: a multipart ``file`` field, or the raw body.
+
+The body size limit is enforced while the body streams in (``middleware.BodyLimitMiddleware``,
+``ATTNZOO_MAX_BODY_BYTES``): a request announcing or sending more is answered 413 without being
+read whole.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from .decode import EmptyUploadError, UploadError
+
+FILE_FIELD = "file"
+RAW_MEDIA_TYPES = ("image/*", "application/octet-stream")
+
+
+class UnsupportedMediaTypeError(UploadError):
+    def __init__(self, media_type: str) -> None:
+        super().__init__(
+            f"Content-Type {media_type!r} is not accepted; send the image as multipart/form-data field "
+            f"{FILE_FIELD!r} (curl -F {FILE_FIELD}=@image.jpg) or as the raw body with Content-Type "
+            "image/* or application/octet-stream (curl --data-binary @image.jpg -H 'Content-Type: image/jpeg')"
+        )
+        self.media_type = media_type
+
+
+def media_type_of(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_image_bytes(request: Request) -> bytes:
+    """The uploaded image's bytes.
+
+    Raises:
+        UnsupportedMediaTypeError, EmptyUploadError; BodyTooLargeError past the body limit.
+    """
+    media_type = media_type_of(request)
+    if media_type == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=16) as form:
+            upload = form.get(FILE_FIELD)
+            if not isinstance(upload, UploadFile):
+                raise EmptyUploadError(f"the multipart body has no file field {FILE_FIELD!r}")
+            return await upload.read()
+    if media_type in ("", "application/octet-stream") or media_type.startswith("image/"):
+        return await request.body()
+    raise UnsupportedMediaTypeError(media_type)

@@ -1,0 +1,280 @@
+"""Fixtures of the service tests: a test zoo on disk and a real uvicorn on 127.0.0.1.
+
+The test zoo is a copy of the bundled metafile whose architectures extend the bundled ones with a
+small test-time scale (fast CPU forwards), and whose weights are:
+
+- ``attn0010``, ``attn1111``: synthetic checkpoints, named with their own sha256 prefix (verify);
+- ``attn1111-dcn``: a file whose hash does not match its name (refused);
+- ``attn0010-dcn``: no file (missing).
+
+One session-wide server loads the two good variants once; tests that need other settings build
+their own app (cheap when it loads nothing) or override ``get_settings`` on the shared one.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+import yaml
+from fastapi import FastAPI
+
+from app.main import create_app
+from app.settings import Settings
+from model_zoo import Registry, load_registry, write_synthetic_checkpoint
+from model_zoo.registry import BUNDLED_ARCHITECTURES, BUNDLED_METAFILE
+from model_zoo.synth import calibration_image
+from model_zoo.weights import sha256_file
+
+LOADED_VARIANTS = ("attn0010", "attn1111")
+REFUSED_VARIANT = "attn1111-dcn"
+MISSING_VARIANT = "attn0010-dcn"
+TEST_SCALE = (320, 192)  # (long, short) test-time resize target
+UNREACHABLE = "http://127.0.0.1:9"  # never contacted: the files are already in place
+
+
+@dataclass(frozen=True)
+class Zoo:
+    root: Path
+    metafile: Path
+    weights_dir: Path
+    results_dir: Path
+
+    def registry(self) -> Registry:
+        return load_registry(self.metafile)
+
+    def settings(self, **overrides) -> Settings:
+        values = dict(
+            metafile=self.metafile,
+            weights_dir=self.weights_dir,
+            results_dir=self.results_dir,
+            variants=list(LOADED_VARIANTS),
+            device="cpu",
+            max_batch=4,
+            max_wait_ms=20,
+            queue_size=4,
+            request_timeout_s=60,
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+
+def _write_zoo(root: Path) -> Zoo:
+    weights_dir, arch_dir, results_dir = root / "weights", root / "arch", root / "results"
+    for folder in (weights_dir, arch_dir, results_dir):
+        folder.mkdir(parents=True)
+    bundled_registry = load_registry()
+    raw = yaml.safe_load(BUNDLED_METAFILE.read_text(encoding="utf-8"))
+    for seed, model in enumerate(raw["Models"]):
+        alias = model["Alias"]
+        arch = {
+            "_base_": str(BUNDLED_ARCHITECTURES / f"{model['Config']}.yml"),
+            "preprocess": {"scale": list(TEST_SCALE)},
+            "rpn": {"nms_pre": 300, "max_per_img": 100},
+        }
+        (arch_dir / f"{alias}.yml").write_text(yaml.safe_dump(arch), encoding="utf-8")
+        model["Config"] = f"arch/{alias}.yml"
+        if alias in LOADED_VARIANTS:
+            staging = weights_dir / f"{alias}.partial"
+            write_synthetic_checkpoint(bundled_registry.resolve(alias), staging, seed=seed)
+            filename = f"{alias}-{sha256_file(staging)[:8]}.pth"
+            staging.rename(weights_dir / filename)
+        elif alias == REFUSED_VARIANT:
+            filename = f"{alias}-00000000.pth"
+            (weights_dir / filename).write_bytes(b"not the published checkpoint" * 100)
+        else:
+            filename = f"{alias}-12345678.pth"
+        model["Weights"] = f"{UNREACHABLE}/{filename}"
+    metafile = root / "metafile.yml"
+    metafile.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return Zoo(root, metafile, weights_dir, results_dir)
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    return _write_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+class LiveServer:
+    """``uvicorn.Server`` serving ``app`` on 127.0.0.1 in a thread of this process."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def start(self, timeout: float = 300.0) -> "LiveServer":
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        if not self.app.state.pool.wait_settled(max(0.0, deadline - time.monotonic())):
+            raise RuntimeError("models did not finish loading")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(60)
+        self._socket.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(zoo: Zoo) -> Iterator[LiveServer]:
+    """The shared server: attn0010 + attn1111 loaded, max_batch 4, queue 4."""
+    server = LiveServer(create_app(zoo.settings())).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def client(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server.base_url, timeout=120) as http:
+        yield http
+
+
+@pytest.fixture()
+def asgi_client(live_server: LiveServer):
+    """httpx over ASGI to the shared app (its lifespan runs in the server thread)."""
+    transport = httpx.ASGITransport(app=live_server.app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=120)
+
+
+@pytest.fixture()
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def encode(image: np.ndarray, ext: str = ".jpg") -> bytes:
+    ok, data = cv2.imencode(ext, image)
+    assert ok
+    return data.tobytes()
+
+
+def scene(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray:
+    """A smooth BGR uint8 scene with solid shapes (the synthetic weights detect things in it)."""
+    return cv2.resize(calibration_image(seed), (width, height), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="session")
+def make_scene() -> Callable[..., np.ndarray]:
+    return scene
+
+
+@pytest.fixture(scope="session")
+def jpeg() -> bytes:
+    """The default test image: a 320x240 JPEG scene."""
+    return encode(scene())
+
+
+@pytest.fixture(scope="session")
+def encode_image() -> Callable[..., bytes]:
+    return encode
+
+
+def pil_bytes(image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def encode_pil() -> Callable[..., bytes]:
+    return pil_bytes
+
+
+@pytest.fixture(scope="session")
+def broken_server(zoo: Zoo) -> Iterator[LiveServer]:
+    """A server asked for the refused and the missing variant only: nothing loads."""
+    server = LiveServer(create_app(zoo.settings(variants=[REFUSED_VARIANT, MISSING_VARIANT]))).start()
+    yield server
+    server.stop()
+
+
+def read_metric(base_url: str, name: str, **labels: str) -> float:
+    """Value of one sample of ``/metrics`` (0.0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture(scope="session")
+def metric() -> Callable[..., float]:
+    return read_metric
+
+
+class ModelGate:
+    """Holds a loaded variant's model at the start of its next forward until released.
+
+    The model still runs for real; the gate only fixes *when*, so tests can fill the queue
+    behind a running batch deterministically.
+    """
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self._open = threading.Event()
+        self.calls = 0
+
+    def wrap(self, forward):
+        def gated(*args, **kwargs):
+            self.calls += 1
+            self.entered.set()
+            if not self._open.wait(60):
+                raise RuntimeError("ModelGate never released")
+            return forward(*args, **kwargs)
+
+        return gated
+
+    def release(self) -> None:
+        self._open.set()
+
+
+@pytest.fixture()
+def hold_model(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModelGate]:
+    gates: list[ModelGate] = []
+
+    def hold(variant: str) -> ModelGate:
+        model = live_server.app.state.pool.loaded(variant).detector.model
+        gate = ModelGate()
+        monkeypatch.setattr(model, "forward", gate.wrap(model.forward))
+        gates.append(gate)
+        return gate
+
+    yield hold
+    for gate in gates:
+        gate.release()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def eventually() -> Callable[..., None]:
+    return wait_for

@@ -1,0 +1,116 @@
+"""GET /models and /models/{variant}: registry, published and measured figures, live state."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from model_zoo.weights import sha256_file
+
+PUBLISHED = {  # the bundled metafile's table: box AP, fps, training memory
+    "attn1111": (40.0, 13.8, 8.0),
+    "attn0010": (39.1, 18.4, 4.2),
+    "attn1111-dcn": (42.1, 12.7, 8.0),
+    "attn0010-dcn": (42.0, 17.1, 4.2),
+}
+
+
+@pytest.fixture()
+def table(zoo):
+    path = zoo.results_dir / "table.json"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_models_lists_every_registry_variant_with_its_state(client, zoo):
+    response = client.get("/models")
+    assert response.status_code == 200
+    models = {m["variant"]: m for m in response.json()["models"]}
+    assert list(models) == ["attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn"]
+    for variant, (box_ap, fps, memory) in PUBLISHED.items():
+        published = models[variant]["published"]
+        assert (published["box_ap"], published["fps"], published["train_memory_gb"]) == (box_ap, fps, memory)
+        assert published["hardware"] == "V100" and published["training_resources"] == "8x V100 GPUs"
+    for variant in ("attn0010", "attn1111"):
+        model = models[variant]
+        assert (model["state"], model["reason"], model["device"]) == ("loaded", None, "cpu")
+        assert model["sha256"] == sha256_file(model["weights_file"])
+        assert os.path.dirname(model["weights_file"]) == str(zoo.weights_dir)
+        assert model["load_seconds"] > 0
+    for variant in ("attn1111-dcn", "attn0010-dcn"):
+        assert models[variant]["state"] == "unavailable" and "ATTNZOO_VARIANTS" in models[variant]["reason"]
+        assert models[variant]["sha256"] is None
+
+
+def test_architecture_summary(client):
+    models = {m["variant"]: m["architecture"] for m in client.get("/models").json()["models"]}
+    assert models["attn1111"] == {
+        "config": "arch/attn1111.yml",
+        "backbone": "ResNet-50",
+        "attention_type": "1111",
+        "attention_stages": [3, 4],
+        "dcn": False,
+        "dcn_stages": [],
+    }
+    assert models["attn0010-dcn"]["attention_type"] == "0010"
+    assert models["attn0010-dcn"]["dcn"] is True and models["attn0010-dcn"]["dcn_stages"] == [2, 3, 4]
+
+
+def test_one_model_by_short_or_full_name(client):
+    short = client.get("/models/attn0010")
+    full = client.get("/models/faster-rcnn_r50_fpn_attention_0010_1x_coco")
+    assert short.status_code == full.status_code == 200
+    assert short.json() == full.json()
+    assert short.json()["name"] == "faster-rcnn_r50_fpn_attention_0010_1x_coco"
+
+
+def test_unknown_model_is_a_404_listing_valid_ones(client):
+    response = client.get("/models/attn42")
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown_variant"
+    assert response.json()["valid"] == ["attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn"]
+
+
+def test_measured_figures_come_from_the_latest_table(client, table):
+    assert client.get("/models/attn0010").json()["measured"] is None
+    rows = [
+        {"variant": "attn0010", "images": 5000, "device": "cuda", "box_ap": 39.2, "box_ap50": 60.0, "fps": 80.5,
+         "fps_end_to_end": 55.0, "peak_memory_mb": 1234.5, "published_box_ap": 39.1},
+        {"variant": "faster-rcnn_r50_fpn_attention_1111_1x_coco", "images": 10, "device": "cpu", "box_ap": 1.5,
+         "fps": 0.4, "fps_end_to_end": 0.3, "peak_memory_mb": 2000.0},
+        {"variant": "not-ours", "box_ap": 1.0},
+    ]  # fmt: skip
+    table.write_text(json.dumps({"rows": rows}), encoding="utf-8")
+    measured = client.get("/models/attn0010").json()["measured"]
+    assert {k: measured[k] for k in ("box_ap", "fps", "fps_end_to_end", "peak_memory_mb", "device", "images")} == {
+        "box_ap": 39.2, "fps": 80.5, "fps_end_to_end": 55.0, "peak_memory_mb": 1234.5, "device": "cuda", "images": 5000,
+    }  # fmt: skip
+    assert measured["source"] == str(table)
+    assert client.get("/models/attn1111").json()["measured"]["box_ap"] == 1.5  # full names work
+    assert client.get("/models/attn0010-dcn").json()["measured"] is None
+
+    rows[0]["box_ap"] = 39.3  # a newer run replaces the file
+    table.write_text(json.dumps({"rows": rows}), encoding="utf-8")
+    os.utime(table, ns=(table.stat().st_atime_ns, table.stat().st_mtime_ns + 10**9))
+    assert client.get("/models/attn0010").json()["measured"]["box_ap"] == 39.3
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"rows": 3}', '{"rows": [{"variant": "attn0010", "box_ap": "high"}]}'])
+def test_a_broken_results_file_does_not_break_models(client, table, content):
+    table.write_text(content, encoding="utf-8")
+    response = client.get("/models")
+    assert response.status_code == 200
+    assert all(m["measured"] is None for m in response.json()["models"])
+
+
+def test_unavailable_variants_say_why(broken_server):
+    import httpx
+
+    models = {m["variant"]: m for m in httpx.get(f"{broken_server.base_url}/models").json()["models"]}
+    refused, missing = models["attn1111-dcn"], models["attn0010-dcn"]
+    assert refused["state"] == missing["state"] == "unavailable"
+    assert "does not start with '00000000'" in refused["reason"]
+    assert "not found" in missing["reason"] and "attnzoo fetch attn0010-dcn" in missing["reason"]
+    assert missing["weights_file"].endswith("attn0010-dcn-12345678.pth")

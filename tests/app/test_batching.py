@@ -1,0 +1,199 @@
+"""MicroBatcher with plain Python batch functions (its real contract: list in, list out)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import pytest
+
+from app.batching import BatcherClosedError, DeadlineExceededError, MicroBatcher, QueueFullError
+
+
+class Recorder:
+    """A batch function that doubles numbers, records every batch, and can be held at a gate."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.entered.set()
+        self.gate.wait(10)
+        self.batches.append(list(items))
+        if self.fail_on is not None and self.fail_on in items:
+            raise ValueError(f"cannot take {self.fail_on}")
+        return [2 * item for item in items]
+
+
+def far() -> float:
+    return time.monotonic() + 30
+
+
+@pytest.fixture()
+def make_batcher():
+    made: list[MicroBatcher] = []
+
+    def build(fn, **kwargs) -> MicroBatcher:
+        options = dict(max_batch=4, max_wait_s=0.05, queue_size=8, name="test")
+        options.update(kwargs)
+        batcher = MicroBatcher(fn, **options)
+        made.append(batcher)
+        return batcher
+
+    yield build
+    for batcher in made:
+        batcher.close(timeout=5)
+
+
+def test_results_keep_order_and_batches_respect_max_batch(make_batcher):
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = make_batcher(fn, max_batch=3, queue_size=16)
+    blocker = batcher.submit(-1, far())
+    assert fn.entered.wait(5)
+    futures = [batcher.submit(i, far()) for i in range(7)]  # queue up while the worker is held
+    fn.gate.set()
+    assert blocker.result(5).result == -2
+    outcomes = [f.result(5) for f in futures]
+    assert [o.result for o in outcomes] == [2 * i for i in range(7)]
+    assert fn.batches == [[-1], [0, 1, 2], [3, 4, 5], [6]]
+    assert [o.batch_size for o in outcomes] == [3, 3, 3, 3, 3, 3, 1]
+    assert all(o.model_s >= 0 and o.queue_s >= 0 for o in outcomes)
+
+
+def test_a_lone_request_waits_at_most_max_wait(make_batcher):
+    fn = Recorder()
+    batcher = make_batcher(fn, max_wait_s=0.2)
+    started = time.monotonic()
+    outcome = batcher.submit(5, far()).result(5)
+    elapsed = time.monotonic() - started
+    assert outcome.result == 10 and outcome.batch_size == 1
+    assert 0.15 <= elapsed < 1.5
+    assert outcome.queue_s >= 0.15  # it waited in the queue for companions that never came
+
+
+def test_companions_arriving_within_max_wait_share_a_batch(make_batcher):
+    fn = Recorder()
+    batcher = make_batcher(fn, max_wait_s=0.5)
+    first = batcher.submit(1, far())
+    time.sleep(0.05)
+    second = batcher.submit(2, far())
+    assert first.result(5).batch_size == second.result(5).batch_size == 2
+    assert fn.batches == [[1, 2]]
+
+
+def test_full_queue_refuses_with_retry_after(make_batcher):
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = make_batcher(fn, max_batch=1, queue_size=2)
+    running = batcher.submit(0, far())
+    assert fn.entered.wait(5)
+    queued = [batcher.submit(i, far()) for i in (1, 2)]
+    assert batcher.qsize() == 2
+    with pytest.raises(QueueFullError) as refused:
+        batcher.submit(3, far())
+    assert refused.value.retry_after_s >= 1
+    fn.gate.set()
+    assert [f.result(5).result for f in [running, *queued]] == [0, 2, 4]
+    assert batcher.submit(4, far()).result(5).result == 8  # recovered
+
+
+def test_cancelled_and_expired_requests_never_reach_the_function(make_batcher):
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = make_batcher(fn, max_batch=4)
+    running = batcher.submit(0, far())
+    assert fn.entered.wait(5)
+    gone = batcher.submit(1, far())
+    expired = batcher.submit(2, time.monotonic() + 0.05)
+    kept = batcher.submit(3, far())
+    assert gone.cancel()
+    time.sleep(0.1)  # past the deadline of `expired`
+    fn.gate.set()
+    assert running.result(5).result == 0
+    assert kept.result(5).result == 6
+    with pytest.raises(DeadlineExceededError):
+        expired.result(5)
+    with pytest.raises(CancelledError):
+        gone.result(0)
+    assert fn.batches == [[0], [3]]
+
+
+def test_a_failing_item_fails_alone(make_batcher):
+    fn = Recorder(fail_on=13)
+    fn.gate.clear()
+    batcher = make_batcher(fn, max_batch=4)
+    blocker = batcher.submit(0, far())
+    assert fn.entered.wait(5)
+    futures = [batcher.submit(i, far()) for i in (11, 12, 13, 14)]
+    fn.gate.set()
+    blocker.result(5)
+    with pytest.raises(ValueError, match="cannot take 13"):
+        futures[2].result(5)
+    assert [futures[i].result(5).result for i in (0, 1, 3)] == [22, 24, 28]
+    assert fn.batches[1] == [11, 12, 13, 14]  # tried together, then one by one
+    assert fn.batches[2:] == [[11], [12], [13], [14]]
+    assert batcher.submit(15, far()).result(5).result == 30
+
+
+def test_wrong_result_count_is_an_error_for_the_callers(make_batcher):
+    batcher = make_batcher(lambda items: [], max_batch=1)
+    with pytest.raises(RuntimeError, match="returned 0 results for 1 items"):
+        batcher.submit(1, far()).result(5)
+
+
+def test_on_batch_hook_sees_every_call(make_batcher):
+    seen: list[int] = []
+    batcher = make_batcher(Recorder(), max_wait_s=0.0, on_batch=lambda size, seconds: seen.append(size))
+    for i in range(3):
+        batcher.submit(i, far()).result(5)
+    assert seen == [1, 1, 1]
+
+
+def test_close_fails_waiting_requests_and_refuses_new_ones():
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = MicroBatcher(fn, max_batch=1, max_wait_s=0.0, queue_size=4)
+    running = batcher.submit(0, far())
+    assert fn.entered.wait(5)
+    waiting = batcher.submit(1, far())
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    time.sleep(0.05)
+    fn.gate.set()
+    closer.join(5)
+    assert running.result(5).result == 0
+    with pytest.raises(BatcherClosedError):
+        waiting.result(5)
+    with pytest.raises(BatcherClosedError):
+        batcher.submit(2, far())
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_batch=0), dict(queue_size=0), dict(max_wait_s=-1)])
+def test_invalid_configuration_is_refused(kwargs):
+    options = dict(max_batch=1, max_wait_s=0.0, queue_size=1)
+    options.update(kwargs)
+    with pytest.raises(ValueError):
+        MicroBatcher(lambda items: items, **options)
+
+
+def test_a_withdrawn_request_frees_its_place_at_once(make_batcher):
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = make_batcher(fn, max_batch=1, queue_size=2)
+    running = batcher.submit(0, far())
+    assert fn.entered.wait(5)
+    first, second = batcher.submit(1, far()), batcher.submit(2, far())
+    with pytest.raises(QueueFullError):
+        batcher.submit(3, far())
+    assert first.cancel()
+    assert batcher.qsize() == 1
+    third = batcher.submit(3, far())  # the place is free again while the worker is still busy
+    fn.gate.set()
+    assert [f.result(5).result for f in (running, second, third)] == [0, 4, 6]
+    assert fn.batches == [[0], [2], [3]]

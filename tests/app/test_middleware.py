@@ -1,0 +1,64 @@
+"""Request ids and the structured access log, seen from a real HTTP client."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from app.middleware import ACCESS_LOGGER
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture()
+def access_log():
+    handler = Lines()
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
+
+
+def test_every_response_carries_a_request_id_that_the_log_line_carries(client, access_log, jpeg):
+    responses = [
+        client.get("/healthz"),
+        client.get("/nowhere"),
+        client.post("/detect", params={"variant": "attn0010"}, content=jpeg),
+        client.post("/detect", params={"variant": "attn0010"}, content=b"junk"),
+    ]
+    ids = [r.headers["X-Request-ID"] for r in responses]
+    assert len(set(ids)) == 4 and all(len(i) == 32 for i in ids)
+    assert responses[3].json()["request_id"] == ids[3]
+    by_id = {line["request_id"]: line for line in access_log}
+    assert set(ids) <= set(by_id)
+    detect = by_id[ids[2]]
+    assert detect["method"] == "POST" and detect["path"] == "/detect" and detect["query"] == "variant=attn0010"
+    assert detect["status"] == 200 and detect["variant"] == "attn0010" and detect["batch_size"] == 1
+    assert detect["duration_ms"] > 0 and detect["client"].startswith("127.0.0.1:")
+    assert by_id[ids[1]]["status"] == 404 and by_id[ids[3]]["status"] == 422
+
+
+def test_a_sane_client_request_id_is_kept_and_an_insane_one_replaced(client, access_log):
+    kept = client.get("/healthz", headers={"X-Request-ID": "trace-abc.123"})
+    replaced = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces" + "x" * 200})
+    assert kept.headers["X-Request-ID"] == "trace-abc.123"
+    assert replaced.headers["X-Request-ID"] != "bad id" and len(replaced.headers["X-Request-ID"]) == 32
+    assert "trace-abc.123" in {line["request_id"] for line in access_log}
+
+
+def test_openapi_docs_are_served(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    detect = spec["paths"]["/detect"]["post"]
+    assert set(detect["requestBody"]["content"]) == {"multipart/form-data", "image/*", "application/octet-stream"}
+    assert {p["name"] for p in detect["parameters"]} == {"variant", "score_thr", "max_dets", "classes"}
+    assert {"/models", "/models/{variant}", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])

@@ -1,0 +1,131 @@
+"""Smoke tests of the benchmark scripts: each ``main`` runs on a tiny setting and its JSON output,
+markdown table and BENCHMARKS.md entry have the promised structure.
+
+With the reference venv present (``/tmp/refenv/venv``) the same runs include mmdet / mmcv, and
+the attention test then also checks our block's output against mmcv's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import attention_memory, common, speed  # noqa: E402
+from model_zoo.predictor import load_detector  # noqa: E402
+
+TINY = ["--scale", "256,160", "--repeats", "1", "--warmup", "0"]
+HAS_REFERENCE = common.reference_python(None, "mmdet")[0] is not None
+HAS_PRECISION = "precision" in inspect.signature(load_detector).parameters
+
+
+def threads() -> list[str]:
+    return ["--threads", str(torch.get_num_threads())]  # keep the session's setting
+
+
+def test_speed_main_writes_table_json_and_entry(tmp_path: Path, capsys) -> None:
+    out, log = tmp_path / "speed.json", tmp_path / "BENCHMARKS.md"
+    precision = "fp32,bf16" if HAS_PRECISION else "fp32"
+    argv = [*TINY, *threads(), "--variants", "attn0010", "--num-images", "1", "--precision", precision,
+            "--json", str(out), "--benchmarks-file", str(log)]  # fmt: skip
+    if not HAS_REFERENCE:
+        argv.append("--no-mmdet")
+    assert speed.main(argv) == 0
+
+    result = json.loads(out.read_text())
+    expected = [speed.TORCHVISION] + ["attn0010"] * len(precision.split(",")) + (["mmdet attn0010"] if HAS_REFERENCE else [])
+    assert [row["model"] for row in result["rows"]] == expected
+    for row in result["rows"]:
+        assert row["e2e_s"] > 0 and row["model_s"] > 0
+        (image,) = row["per_image"]
+        assert (speed.IMAGES / image["image"]).is_file() and len(image["e2e_times"]) == len(image["model_times"]) == 1
+    ours = result["rows"][1]
+    assert ours["detections_per_image"] > 0  # the synthetic weights detect something
+    if HAS_PRECISION:
+        reproduced = result["rows"][2]["fp32_reproduced"]
+        assert reproduced["fp32_detections"] == ours["detections_per_image"] and 0 <= reproduced["share"] <= 1
+    if HAS_REFERENCE:  # same checkpoint, same image: mmdet finds the same number of detections
+        assert result["rows"][-1]["detections_per_image"] == ours["detections_per_image"]
+
+    entry = log.read_text()
+    assert entry.startswith("# Benchmarks\n")
+    assert "- Command: `python benchmarks/speed.py --scale 256,160" in entry
+    assert f"torch threads: {torch.get_num_threads()}" in entry and "other processes may have been running" in entry
+    assert "| attn0010 | fp32 |" in entry
+    table_row = next(line for line in entry.splitlines() if line.startswith("| attn0010 | fp32 |"))
+    assert table_row.split(" | ")[4].endswith("×")  # e2e ÷ torchvision is filled in
+    assert "| attn0010 | fp32 |" in capsys.readouterr().out
+
+
+def test_attention_memory_main_measures_both_blocks(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    argv = [*TINY, *threads(), "--no-append", "--json", str(out)]
+    if not HAS_REFERENCE:
+        argv.append("--no-mmcv")
+    assert attention_memory.main(argv) == 0
+
+    result = json.loads(out.read_text())
+    assert result["input_shape"] == [1, 256, 10, 16] and result["kv_hw"] == [5, 8]
+    # The output tensor is allocated inside the forward, so the measured peak includes it.
+    assert result["ours"]["peak_bytes"] >= result["output_bytes"] == 256 * 10 * 16 * 4
+    assert result["energy_bytes"] == 8 * 160 * 40 * 4
+    if HAS_REFERENCE:
+        assert result["mmcv"]["peak_bytes"] >= result["output_bytes"]
+        assert result["ratio"] == pytest.approx(result["ours"]["peak_bytes"] / result["mmcv"]["peak_bytes"])
+        assert result["rel_error"] <= attention_memory.TARGET_REL_ERROR
+        assert result["branch_rel_error"] <= 1e-4
+
+
+def test_forward_peak_bytes_counts_live_temporaries() -> None:
+    class TwoTemporaries(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = x * 2  # 4 MB
+            b = a + 1  # 4 MB, both alive
+            return b.sum(0)  # a, b freed; the 4 KB output stays
+
+    x = torch.ones(1000, 1000)
+    peak = attention_memory.forward_peak_bytes(TwoTemporaries(), x)
+    assert 8_000_000 <= peak < 8_100_000
+
+
+def test_stage3_shape_matches_the_issue() -> None:
+    assert attention_memory.stage3_shape((1333, 800), 256) == (1, 256, 50, 84)
+
+
+def test_append_entry_keeps_earlier_entries(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    common.append_entry("## first\n", path)
+    common.append_entry("## second\n", path)
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n") and text.index("## first") < text.index("## second")
+    assert text.count("# Benchmarks") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scale", "wide"], "--scale expects LONG,SHORT"),
+        (["--variants", "attn9999"], "unknown or empty --variants"),
+        (["--mmdet-python", "/nonexistent/python"], "does not exist"),
+    ],
+)
+def test_speed_bad_arguments_exit_2_with_one_line(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as raised:
+        speed.parse_args(argv)
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(HAS_PRECISION, reason="the engine has a precision option")
+def test_speed_bf16_without_engine_support_is_a_clear_error(capsys) -> None:
+    with pytest.raises(SystemExit):
+        speed.parse_args(["--precision", "bf16", "--no-mmdet"])
+    assert "has no 'precision' option" in capsys.readouterr().err

@@ -1,0 +1,228 @@
+"""The image: Dockerfile and .dockerignore, checked against the project they package."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from deploy_support import (
+    ENTRYPOINT,
+    REPO_ROOT,
+    DockerIgnore,
+    Instruction,
+    clean_env,
+    interpolate,
+    parse_dockerfile,
+    parse_duration_s,
+)
+
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _arg_defaults(instructions: list[Instruction]) -> dict[str, str]:
+    defaults = {}
+    for ins in instructions:
+        if ins.keyword == "ARG" and "=" in ins.args:
+            name, _, value = ins.args.partition("=")
+            defaults[name.strip()] = value.strip()
+    return defaults
+
+
+def _env(stage: list[Instruction]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for ins in stage:
+        if ins.keyword == "ENV":
+            for word in shlex.split(ins.args):
+                name, _, value = word.partition("=")
+                env[name] = value
+    return env
+
+
+def _only(stage: list[Instruction], keyword: str) -> Instruction:
+    found = [ins for ins in stage if ins.keyword == keyword]
+    assert len(found) == 1, f"expected one {keyword} in the final stage, found {len(found)}"
+    return found[0]
+
+
+def _copies(stage: list[Instruction]) -> list[tuple[dict[str, str], list[str], str]]:
+    """(flags, sources, destination) of each COPY."""
+    result = []
+    for ins in stage:
+        if ins.keyword == "COPY":
+            words = shlex.split(ins.args)
+            flags = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--"))
+            paths = [w for w in words if not w.startswith("--")]
+            result.append((flags, paths[:-1], paths[-1]))
+    return result
+
+
+@pytest.fixture(scope="module")
+def stages() -> tuple[dict[str, str], list[Instruction], list[Instruction]]:
+    preamble, *build_stages = parse_dockerfile()
+    assert len(build_stages) >= 2, "the Dockerfile must be multi-stage (builder + runtime)"
+    return _arg_defaults(preamble), build_stages[0], build_stages[-1]
+
+
+def test_base_is_the_cuda_runtime_that_the_pinned_torch_was_built_for(stages):
+    args, builder, runtime = stages
+    pinned = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("torch=="))
+    assert torch.__version__.split("+")[0] == pinned.split("==")[1], "the venv's torch is not the pinned one"
+    cuda = torch.version.cuda  # e.g. "13.0" for torch 2.14.1 from PyPI on x86_64
+    assert cuda, "the installed torch is a CPU build: cannot tell which CUDA the image needs"
+    for stage in (builder, runtime):
+        image = interpolate(stage[0].args.split()[0], args)
+        match = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-(?:cudnn-)?runtime-ubuntu(\d+\.\d+)", image)
+        assert match, f"{image!r} is not an nvidia/cuda runtime image"
+        assert f"{match[1]}.{match[2]}" == cuda, f"{image} does not match torch's CUDA {cuda}"
+
+
+def test_builder_installs_the_project_from_pyproject_without_extras(stages):
+    _, builder, _ = stages
+    runs = " && ".join(ins.args for ins in builder if ins.keyword == "RUN")
+    assert "venv /opt/venv" in runs
+    installs = re.findall(r"pip install ([^&|;]+)", runs)
+    targets = [w for cmd in installs for w in shlex.split(cmd) if not w.startswith("-")]
+    assert "." in targets, f"no `pip install .` in the builder: {installs}"
+    assert all(not t.startswith(".[") for t in targets), "the image must not install extras (mmcv lives there)"
+    assert "pyproject.toml" in runs, "dependencies must be read from pyproject.toml, not repeated"
+    instructions = " ".join(ins.args for stage in stages[1:] for ins in stage).lower()
+    assert "mmcv" not in instructions
+    assert not any(d.lower().startswith(("mmcv", "mmdet", "mmengine")) for d in PYPROJECT["project"]["dependencies"])
+
+
+def test_runtime_stage_copies_the_venv_and_runs_as_a_non_root_user(stages):
+    args, builder, runtime = stages
+    builder_name = builder[0].args.split()[-1]
+    assert any(
+        flags.get("from") == builder_name and sources == ["/opt/venv"] for flags, sources, _ in _copies(runtime)
+    ), "the runtime stage must copy /opt/venv from the builder"
+    assert "/opt/venv/bin" in _env(runtime)["PATH"].split(":")
+    user = _only(runtime, "USER").args
+    assert user not in ("root", "0") and not user.startswith("0:")
+    useradd = next(ins.args for ins in runtime if ins.keyword == "RUN" and "useradd" in ins.args)
+    uid = re.search(r"--uid\s+(\S+)", useradd)[1]
+    assert interpolate(uid, _arg_defaults(runtime)) not in ("", "0")
+    assert re.search(rf"\b{re.escape(user)}\b", useradd), f"USER {user} is not the user the stage creates"
+
+
+def test_weights_volume_port_and_host(stages, service_port):
+    _, _, runtime = stages
+    env = _env(runtime)
+    assert env["ATTNZOO_WEIGHTS_DIR"] == "/weights"
+    volume = _only(runtime, "VOLUME").args
+    assert (json.loads(volume) if volume.startswith("[") else volume.split()) == ["/weights"]
+    assert env["ATTNZOO_PORT"] == str(service_port)
+    assert _only(runtime, "EXPOSE").args.split() == [str(service_port)]
+    assert env["ATTNZOO_HOST"] == "0.0.0.0", "inside a container the service must listen on all interfaces"
+    assert env.get("ATTNZOO_FETCH_ON_START", "0") == "0", "downloading must be opt-in"
+
+
+def test_healthcheck_is_liveness_on_healthz_without_curl(stages):
+    _, _, runtime = stages
+    check = _only(runtime, "HEALTHCHECK").args
+    options, _, command = check.partition(" CMD ")
+    assert "/healthz" in command and "urllib" in command
+    assert "curl" not in command and "wget" not in command
+    start_period = re.search(r"--start-period=(\S+)", options)
+    assert start_period and parse_duration_s(start_period[1]) >= 300, "model loading needs a long start period"
+
+
+def test_entrypoint_is_the_copied_script(stages):
+    _, _, runtime = stages
+    entrypoint = json.loads(_only(runtime, "ENTRYPOINT").args)
+    copied = {
+        os.path.join(dest, Path(src).name) if dest.endswith("/") else dest: src
+        for flags, sources, dest in _copies(runtime)
+        if "from" not in flags
+        for src in sources
+    }
+    assert copied.get(entrypoint[0]) == "docker/entrypoint.sh"
+    # missing_weights.py is found next to the entrypoint (dirname "$0").
+    assert copied.get(str(Path(entrypoint[0]).with_name("missing_weights.py"))) == "docker/missing_weights.py"
+    assert os.access(ENTRYPOINT, os.X_OK), "docker/entrypoint.sh must be executable"
+
+
+def test_entrypoint_is_valid_sh_and_runs_other_commands_as_given():
+    subprocess.run(["sh", "-n", str(ENTRYPOINT)], check=True)
+    result = subprocess.run(
+        [str(ENTRYPOINT), "attnzoo", "--help"], env=clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout and "fetch" in result.stdout
+
+
+# --------------------------------------------------------------------------- .dockerignore
+
+
+@pytest.fixture(scope="module")
+def dockerignore() -> DockerIgnore:
+    return DockerIgnore()
+
+
+@pytest.fixture(scope="module")
+def excluded(dockerignore):
+    return dockerignore.excluded
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "weights/faster_rcnn_r50_fpn_attention_0010_1x_coco_20200130-7cb0c14d.pth",
+        "results/table.json",
+        ".venv/bin/python",
+        "venv/bin/python",
+        ".git/HEAD",
+        "tests/deploy/conftest.py",
+        "model_zoo/__pycache__/registry.cpython-312.pyc",
+        "app/routes/__pycache__/detect.cpython-312.pyc",
+        "attnzoo.egg-info/PKG-INFO",
+        ".pytest_cache/v/cache/nodeids",
+        "coco/val2017/000000000139.jpg",
+        "model_zoo/stray-checkpoint.pth",
+    ],
+)
+def test_dockerignore_keeps_out(excluded, path):
+    assert excluded(path)
+
+
+def test_dockerignore_lets_in_everything_the_build_copies(stages, excluded):
+    _, builder, runtime = stages
+    sources = [
+        src for stage in (builder, runtime) for flags, srcs, _ in _copies(stage) if "from" not in flags for src in srcs
+    ]
+    assert sources
+    for source in sources:
+        path = REPO_ROOT / source
+        assert path.exists(), f"the Dockerfile copies {source}, which does not exist"
+        files = (
+            [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        )
+        for file in files:
+            assert not excluded(file.relative_to(REPO_ROOT).as_posix()), f"{file} is copied but .dockerignore drops it"
+    # Every package and package-data file setuptools is told about reaches the build.
+    for package in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
+        assert package.rstrip("*") in sources, f"package {package} is not copied into the builder"
+    for package, patterns in PYPROJECT["tool"]["setuptools"]["package-data"].items():
+        for pattern in patterns:
+            for file in (REPO_ROOT / package).glob(pattern):
+                if file.is_file():
+                    assert not excluded(file.relative_to(REPO_ROOT).as_posix())
+    assert not excluded("README.md"), "pyproject.toml's readme must be in the context"
+
+
+def test_build_context_stays_small(dockerignore):
+    """What `docker build .` would send from this checkout: well under the size of one checkpoint."""
+    total = 0
+    for root, dirs, files in os.walk(REPO_ROOT):
+        base = Path(root).relative_to(REPO_ROOT)
+        dirs[:] = [d for d in dirs if not dockerignore.prunable((base / d).as_posix())]
+        total += sum((Path(root) / f).stat().st_size for f in files if not dockerignore.excluded((base / f).as_posix()))
+    assert total < 20 * 2**20, f"build context of {total / 2**20:.1f} MiB"
