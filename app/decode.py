@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from model_zoo.images import decode_image_bytes
+from model_zoo import decode_image_bytes
 
 # Pillow's format names; MPO is the multi-picture JPEG many phone cameras write.
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")

@@ -77,6 +77,7 @@ def error_response(
     request: Request, status: int, code: str, detail: Any, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     request_id = request_id_of(request)
+    request.scope.setdefault("state", {})["error"] = code  # for the access log line
     body = {"error": code, "detail": detail, "request_id": request_id, **extra}
     all_headers = dict(headers or {})
     if request_id:

@@ -20,7 +20,16 @@ from typing import Sequence
 
 import numpy as np
 
-from model_zoo import AttnzooError, Detector, Registry, VariantEntry, load_detector, resolve_device, weights_path_for
+from model_zoo import (
+    AttnzooError,
+    Detector,
+    Registry,
+    VariantEntry,
+    default_weights_dir,
+    load_detector,
+    resolve_device,
+    weights_path_for,
+)
 
 from .batching import MicroBatcher
 from .metrics import ServiceMetrics
@@ -94,6 +103,7 @@ class ModelPool:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self.weights_dir = Path(settings.weights_dir) if settings.weights_dir is not None else default_weights_dir()
         wanted = {entry.name for entry in requested}
         self.slots: dict[str, ModelSlot] = {}
         for entry in registry:
@@ -103,7 +113,7 @@ class ModelPool:
                 requested=requested_here,
                 state=ModelState.LOADING if requested_here else ModelState.UNAVAILABLE,
                 reason=None if requested_here else "not among the variants this service was started with (ATTNZOO_VARIANTS)",
-                weights_path=_expected_weights_path(entry, settings),
+                weights_path=_expected_weights_path(entry, self.weights_dir),
             )
             metrics.model_ready.labels(entry.alias).set(0)
         self._stop = threading.Event()
@@ -184,7 +194,7 @@ class ModelPool:
                 slot.entry.name,
                 device=device,
                 registry=self.registry,
-                weights_dir=self.settings.weights_dir,
+                weights_dir=self.weights_dir,
                 verify_hash=self.settings.verify_hash,
             )
             if self.settings.warmup:
@@ -229,8 +239,8 @@ def _warm_up(detector: Detector) -> None:
     detector.infer([detector.prepare(image)])
 
 
-def _expected_weights_path(entry: VariantEntry, settings: Settings) -> Path | None:
+def _expected_weights_path(entry: VariantEntry, weights_dir: Path) -> Path | None:
     try:
-        return weights_path_for(entry, settings.weights_dir)
+        return weights_path_for(entry, weights_dir)
     except AttnzooError:
         return None

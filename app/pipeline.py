@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from starlette.concurrency import run_in_threadpool
 
 from model_zoo import Detector, DetectionResult, PreparedImage
-from model_zoo.categories import COCO_CATEGORY_IDS, COCO_CLASSES, LABEL_BY_CATEGORY_ID, LABEL_BY_NAME
+from model_zoo import COCO_CATEGORY_IDS, COCO_CLASSES, LABEL_BY_CATEGORY_ID, LABEL_BY_NAME
 
 from .batching import BatcherClosedError, BatchOutcome, DeadlineExceededError, MicroBatcher
 from .decode import DecodedImage, decode_upload
@@ -110,11 +110,13 @@ async def run_detection(
     waiting = asyncio.wrap_future(future)
     gone = asyncio.ensure_future(disconnected())
     try:
-        done, _ = await asyncio.wait({waiting, gone}, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+        timeout = max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait({waiting, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
+        if not waiting.done():
+            waiting.cancel()  # withdraws the request from the queue if its batch has not started
     if waiting not in done:
-        waiting.cancel()  # withdraws the request from the queue if its batch has not started
         if gone in done:
             return None
         raise DeadlineExceededError("deadline passed while waiting for the model")

@@ -170,11 +170,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def results_table(result: dict[str, Any]) -> str:
     ours, mmcv = result["ours"], result["mmcv"]
-    rows = [["ours (engine/attention.py)", f"{ours['peak_bytes'] / common.MB:.1f}", common.fmt(ours["median_s"], 4),
+    rows = [["ours (engine/attention.py)", f"{ours['peak_bytes'] / common.MIB:.1f}", common.fmt(ours["median_s"], 4),
              common.fmt(result["ratio"]), common.fmt(mmcv and mmcv["median_s"] / ours["median_s"], 2)]]  # fmt: skip
     if mmcv:
-        rows.append([f"mmcv {mmcv['mmcv']} GeneralizedAttention", f"{mmcv['peak_bytes'] / common.MB:.1f}", common.fmt(mmcv["median_s"], 4), "1.000", "1.00"])
-    headers = ["module", "extra memory MB (peak)", "forward s (median)", "memory ÷ mmcv", "mmcv time ÷ this"]
+        rows.append([f"mmcv {mmcv['mmcv']} GeneralizedAttention", f"{mmcv['peak_bytes'] / common.MIB:.1f}", common.fmt(mmcv["median_s"], 4), "1.000", "1.00"])
+    headers = ["module", "extra memory MiB (peak)", "forward s (median)", "memory ÷ mmcv", "mmcv time ÷ this"]
     return common.markdown_table(headers, rows)
 
 
@@ -200,8 +200,8 @@ def entry_text(args: argparse.Namespace, argv: Sequence[str], result: dict[str, 
         f"- Setting: one stage-3 `1111` block ({BLOCK.rstrip('.')} of a synthetic {VARIANT}, seed {args.seed}) at "
         f"{args.scale[0]}×{args.scale[1]}: input {tuple(shape)}, queries {q[0]}×{q[1]}, keys {kv[0]}×{kv[1]}; "
         f"memory = peak bytes allocated by one forward (torch.profiler profile_memory, same method both sides; output "
-        f"{result['output_bytes'] / common.MB:.1f} MB included, input excluded); one fp32 energy would be "
-        f"{result['energy_bytes'] / common.MB:.1f} MB; time = median of {args.repeats} after {args.warmup} warm-up; "
+        f"{result['output_bytes'] / common.MIB:.1f} MiB included, input excluded); one fp32 energy would be "
+        f"{result['energy_bytes'] / common.MIB:.1f} MiB; time = median of {args.repeats} after {args.warmup} warm-up; "
         f"mmcv: {args.mmcv_note}\n"
         f"- Shared machine: other processes may have been running (load average {machine['loadavg'][0]} at start, "
         f"{os.getloadavg()[0]:.2f} at end, {machine['cores']} cores)\n"

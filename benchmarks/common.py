@@ -1,7 +1,7 @@
 """What both benchmark scripts share: the machine description, timing, the reference-env
 subprocess and the append-only ``BENCHMARKS.md`` entry.
 
-Units: seconds for times, bytes for memory (converted to MB = 2**20 bytes only when printed).
+Units: seconds for times, bytes for memory (converted to MiB only when printed).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_FILE = REPO_ROOT / "BENCHMARKS.md"
 # The mmdet 3.3 + mmcv 2.1 reference venv (../shared/reference/REFERENCE_ENV.md); never a dependency.
 DEFAULT_REFERENCE_PYTHON = Path("/tmp/refenv/venv/bin/python")
-MB = 2**20
+MIB = 2**20
 
 
 def parse_scale(text: str) -> tuple[int, int]:

@@ -42,7 +42,6 @@ common.add_repo_to_path()
 
 SCRIPT = Path(__file__).resolve()
 VARIANTS = ("attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn")
-PRECISIONS = ("fp32", "bf16")
 IMAGES = common.REPO_ROOT / "tests" / "fixtures" / "images"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TORCHVISION = "torchvision fasterrcnn_resnet50_fpn"
@@ -94,9 +93,17 @@ def image_record(name: str, e2e: Sequence[float], model: Sequence[float], detect
 # --- the image set ------------------------------------------------------------------------------
 
 
-def load_images(folder: Path, limit: int | None, work_dir: Path) -> list[BenchImage]:
-    """The image files of ``folder`` (sorted), or three generated scenes when it has none."""
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+def load_images(sources: Sequence[Path], limit: int | None, work_dir: Path) -> list[BenchImage]:
+    """The image files named in ``sources`` (files, or folders: their images sorted by name), at
+    most ``limit``; three generated scenes when there are none."""
+    paths: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            paths += sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif source.is_file():
+            paths.append(source)
+        else:
+            raise ValueError(f"--images: {str(source)!r} is neither an image file nor a folder")
     if not paths:
         import cv2
 
@@ -123,14 +130,17 @@ def scaled_registry(scale: tuple[int, int]):
 
 
 def precision_kwargs(precision: str) -> dict[str, str]:
-    """``load_detector`` keyword for ``precision``; an error if the engine has no such option."""
-    from model_zoo.predictor import load_detector
+    """``load_detector`` keyword for ``precision``; an error if the engine does not offer it."""
+    from model_zoo import predictor
 
-    if "precision" in inspect.signature(load_detector).parameters:
-        return {"precision": precision}
-    if precision != "fp32":
-        raise ValueError(f"--precision {precision}: this engine's load_detector() has no 'precision' option")
-    return {}
+    if "precision" not in inspect.signature(predictor.load_detector).parameters:
+        if precision != "fp32":
+            raise ValueError(f"--precision {precision}: this engine's load_detector() has no 'precision' option")
+        return {}
+    valid = list(getattr(predictor, "PRECISIONS", ["fp32"]))
+    if precision not in valid:
+        raise ValueError(f"unknown --precision {precision!r}; this engine offers {valid}")
+    return {"precision": precision}
 
 
 def bench_ours(alias: str, checkpoint: Path, registry, images: Sequence[BenchImage], args, precision: str,
@@ -258,23 +268,27 @@ def ratio(value: float, base: ModelTiming | None, attr: str) -> str:
 
 
 def results_table(rows: Sequence[ModelTiming]) -> str:
-    """Markdown table: seconds/image and ratios to torchvision and to mmdet's same variant."""
+    """Markdown table: seconds/image, ratios to torchvision and to mmdet's same variant, and for
+    reduced precision its end-to-end speed-up over fp32 and the fp32 detections it reproduces."""
     torchvision = next((r for r in rows if r.model == TORCHVISION), None)
     mmdet = {r.model.removeprefix("mmdet "): r for r in rows if r.model.startswith("mmdet ")}
+    fp32 = {r.model: r for r in rows if r.precision == "fp32"}
     table = []
     for row in rows:
         ref = mmdet.get(row.model) if not row.model.startswith("mmdet ") else None
-        share = "–"
+        speedup = share = "–"
+        if row.precision != "fp32" and row.model in fp32:
+            speedup = f"{fp32[row.model].e2e_s / row.e2e_s:.2f}×"
         if row.reproduced is not None:
             matched, total, extra = row.reproduced
             share = f"{matched}/{total} ({100 * matched / total if total else 100:.1f}%)" + (f", +{extra} extra" if extra else "")
         table.append([
             row.model, row.precision, common.fmt(row.e2e_s), common.fmt(row.model_s),
             ratio(row.e2e_s, torchvision, "e2e_s"), ratio(row.model_s, torchvision, "model_s"),
-            ratio(row.e2e_s, ref, "e2e_s"), ratio(row.model_s, ref, "model_s"), f"{row.detections:.1f}", share,
+            ratio(row.e2e_s, ref, "e2e_s"), ratio(row.model_s, ref, "model_s"), f"{row.detections:.1f}", speedup, share,
         ])  # fmt: skip
     headers = ["model", "precision", "end-to-end s/img", "model s/img", "e2e ÷ torchvision", "model ÷ torchvision",
-               "e2e ÷ mmdet", "model ÷ mmdet", "dets/img", "fp32 dets reproduced"]  # fmt: skip
+               "e2e ÷ mmdet", "model ÷ mmdet", "dets/img", "speed-up vs fp32 (e2e)", "fp32 dets reproduced"]  # fmt: skip
     return common.markdown_table(headers, table)
 
 
@@ -302,9 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per image and model (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per image before timing")
     parser.add_argument("--threads", type=int, default=common.default_threads(), help="torch threads (default: all cores, %(default)s)")
-    parser.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (bf16 needs the engine's precision option)")
+    parser.add_argument("--precision", default="fp32", help="comma-separated, e.g. fp32,bf16 (as the engine's load_detector(precision=...) offers)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--images", type=Path, default=IMAGES, help="folder of images (default: %(default)s; none → generated scenes)")
+    parser.add_argument("--images", type=Path, nargs="+", default=[IMAGES],
+                        help=f"image files and/or folders (default: {IMAGES.relative_to(common.REPO_ROOT)}; no images → generated scenes)")
     parser.add_argument("--num-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--seed", type=int, default=0, help="synthetic-weights seed")
     parser.add_argument("--mmdet-python", default=None, help=f"reference interpreter (default: {common.DEFAULT_REFERENCE_PYTHON} if it imports mmdet)")
@@ -323,11 +338,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.scale = common.parse_scale(args.scale)
         args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         args.precision = [p.strip() for p in args.precision.split(",") if p.strip()]
-        unknown = [v for v in args.variants if v not in VARIANTS] + [p for p in args.precision if p not in PRECISIONS]
+        unknown = [v for v in args.variants if v not in VARIANTS]
         if unknown or not args.variants or not args.precision:
-            raise ValueError(f"unknown or empty --variants/--precision {unknown}; choose from {list(VARIANTS)} and {list(PRECISIONS)}")
+            raise ValueError(f"unknown or empty --variants/--precision {unknown}; variants: {list(VARIANTS)}")
         if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
             raise ValueError("--repeats and --threads must be >= 1, --warmup >= 0")
+        missing = [str(p) for p in args.images if not p.exists()]
+        if missing:
+            raise ValueError(f"--images: {missing} not found")
         for precision in args.precision:
             precision_kwargs(precision)
         args.mmdet_python, args.mmdet_note = common.reference_python(args.mmdet_python, "mmdet")

@@ -11,6 +11,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "model_zoo.categories": ("COCO_CATEGORY_IDS", "COCO_CLASSES", "LABEL_BY_CATEGORY_ID", "LABEL_BY_NAME"),
+    "model_zoo.images": ("decode_image_bytes", "load_image"),
     "model_zoo.errors": (
         "AttnzooError", "CheckpointError", "DownloadError", "HashMismatchError", "ImageDecodeError",
         "MetafileError", "UnknownVariantError", "WeightsError", "WeightsMissingError",

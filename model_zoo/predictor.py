@@ -22,8 +22,8 @@ import torch
 from model_zoo.categories import COCO_CATEGORY_IDS, COCO_CLASSES
 from model_zoo.checkpoint import load_checkpoint
 from model_zoo.engine.detector import FasterRCNN, build_detector
-from model_zoo.engine.preprocess import ResizedImage, collate, resize_keep_ratio
-from model_zoo.errors import AttnzooError, WeightsMissingError
+from model_zoo.engine.preprocess import ResizedImage, collate, rescale_size, resize_keep_ratio
+from model_zoo.errors import AttnzooError, ImageDecodeError, WeightsMissingError
 from model_zoo.images import ImageInput, load_image
 from model_zoo.registry import Registry, VariantEntry, default_weights_dir, load_registry
 from model_zoo.weights import verify_file, weights_path_for
@@ -124,6 +124,12 @@ class Detector:
     def prepare(self, image: ImageInput) -> PreparedImage:
         """Decode (BGR, EXIF applied) and keep-ratio resize with OpenCV bilinear on uint8."""
         pixels = load_image(image)
+        height, width = pixels.shape[:2]
+        new_w, new_h = rescale_size(width, height, self.entry.arch.preprocess.scale)
+        if new_w < 1 or new_h < 1:
+            raise ImageDecodeError(
+                f"a {width}x{height} image would be resized to {new_w}x{new_h} pixels: aspect ratio too extreme"
+            )
         return PreparedImage(resize_keep_ratio(pixels, self.entry.arch.preprocess))
 
     @torch.inference_mode()

@@ -239,15 +239,14 @@ def capture_ours(model: torch.nn.Module) -> Iterator[Captured]:
             handle.remove()
 
 
-def our_detector(entry: VariantEntry, checkpoint: Path, registry: Registry):
-    """Our detector for ``entry`` built the way ``load_detector`` does (no hash check: synthetic file)."""
-    from model_zoo.checkpoint import load_checkpoint
-    from model_zoo.engine.detector import build_detector
-    from model_zoo.predictor import Detector
+def our_detector(alias: str, checkpoint: Path, scale: Sequence[int], registry: Registry | None = None):
+    """Our detector for ``alias`` at test scale ``scale``, loaded the way users load it
+    (``load_detector``: registry entry → ``build_detector`` → strict ``load_checkpoint``)."""
+    from model_zoo.predictor import load_detector
 
-    model = build_detector(entry.arch)
-    load_checkpoint(model, checkpoint, entry=entry, registry=registry)
-    return Detector(entry, model, device=torch.device("cpu"), weights_path=checkpoint)
+    registry = registry if registry is not None else load_registry()
+    scaled = dataclasses.replace(registry, entries=tuple(with_scale(entry, scale) for entry in registry))
+    return load_detector(alias, checkpoint, registry=scaled, verify_hash=False)
 
 
 def run_ours(detector, image: Path):
@@ -541,8 +540,7 @@ def command_compare(args: argparse.Namespace) -> int:
             fixture = json.loads(path.read_text())
             if checkpoint is None:
                 checkpoint = checkpoint_for(base, fixture["seed"], args.work_dir)
-            entry = with_scale(base, fixture["scale"])
-            detector = our_detector(entry, checkpoint, registry)
+            detector = our_detector(alias, checkpoint, fixture["scale"], registry)
             for name, reference in fixture["images"].items():
                 result, captured = run_ours(detector, args.images / name)
                 reports.append(compare_image(alias, scale_name, name, reference, result, captured))

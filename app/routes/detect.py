@@ -49,8 +49,11 @@ router = APIRouter(
 
 async def _client_gone(request: Request) -> None:
     """Completes when the client disconnects (call once the body has been read)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # noqa: BLE001 - a broken connection is a gone client
+        return
 
 
 @router.post("", response_model=DetectResponse, summary="Detect objects in one image", openapi_extra={"requestBody": _REQUEST_BODY})

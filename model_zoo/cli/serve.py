@@ -12,7 +12,6 @@ import argparse
 import os
 
 from model_zoo.errors import AttnzooError
-from model_zoo.predictor import resolve_device
 from model_zoo.registry import METAFILE_ENV, WEIGHTS_DIR_ENV, load_registry
 
 APP_FACTORY = "app.main:create_app"
@@ -99,6 +98,7 @@ def _preflight() -> None:
         registry.resolve(name)
     device = os.environ.get(f"{ENV_PREFIX}DEVICE", "auto")
     try:
+        from model_zoo.predictor import resolve_device  # imports torch: only when a device is named
         resolve_device(device)
     except (RuntimeError, ValueError):  # torch's message for a malformed device string
         raise AttnzooError(f"invalid device {device!r} (ATTNZOO_DEVICE/--device): expected auto, cpu or cuda") from None

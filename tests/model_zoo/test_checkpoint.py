@@ -205,7 +205,7 @@ def attnzoo_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "model_zoo"]
 
 
-@pytest.mark.parametrize("case", ["truncated", "other_variant", "not_a_file"])
+@pytest.mark.parametrize("case", ["truncated", "other_variant", "text_file", "code_global"])
 def test_cli_predict_with_a_bad_checkpoint_fails_with_one_line(files, tmp_path, case):
     if case == "truncated":
         bad = tmp_path / "truncated.pth"
@@ -213,10 +213,14 @@ def test_cli_predict_with_a_bad_checkpoint_fails_with_one_line(files, tmp_path, 
         expected = "cannot be read as a PyTorch checkpoint"
     elif case == "other_variant":
         bad, expected = files[DCN], "looks like a 'attn0010-dcn' checkpoint"
-    else:
+    elif case == "text_file":
         bad = tmp_path / "notes.pth"
         bad.write_text("not a checkpoint\n")
-        expected = "cannot be read as a PyTorch checkpoint"
+        expected = "checkpoint"
+    else:
+        marker = tmp_path / "payload_ran"
+        bad = save(tmp_path / "evil.pth", {"meta": {"hook": _MakesDirectory(str(marker))}, "state_dict": {"w": torch.zeros(1)}})
+        expected = "refused by the safe loader"
     completed = subprocess.run(
         [*attnzoo_command(), "predict", "--variant", PLAIN, "--checkpoint", str(bad), str(IMAGE)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
@@ -230,3 +234,4 @@ def test_cli_predict_with_a_bad_checkpoint_fails_with_one_line(files, tmp_path, 
         "attnzoo predict: error: checkpoint"
     ), lines[0]
     assert expected in lines[0]
+    assert not (tmp_path / "payload_ran").exists()

@@ -114,3 +114,19 @@ def test_unavailable_variants_say_why(broken_server):
     assert "does not start with '00000000'" in refused["reason"]
     assert "not found" in missing["reason"] and "attnzoo fetch attn0010-dcn" in missing["reason"]
     assert missing["weights_file"].endswith("attn0010-dcn-12345678.pth")
+
+
+@pytest.mark.anyio
+async def test_weights_dir_defaults_to_the_registry_environment(zoo, monkeypatch):
+    import httpx
+
+    from app.main import create_app
+
+    monkeypatch.setenv("ATTNZOO_WEIGHTS_DIR", str(zoo.weights_dir))
+    app = create_app(zoo.settings(weights_dir=None, variants=["attn0010-dcn"]))
+    async with app.router.lifespan_context(app):
+        assert app.state.pool.wait_settled(60)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            model = (await http.get("/models/attn0010-dcn")).json()
+    assert model["weights_file"] == str(zoo.weights_dir / "attn0010-dcn-12345678.pth")
+    assert "not found" in model["reason"]
