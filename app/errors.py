@@ -20,11 +20,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from model_zoo import ImageDecodeError, UnknownVariantError
+from model_zoo import AttentionQueryError
 
 from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
 from .deps import ServiceNotStartedError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
-from .model_pool import VariantNotReadyError
+from .model_pool import NoVariantLoadedError, VariantNotReadyError
 from .pipeline import ImageUnprocessableError, InvalidParameterError, ModelExecutionError
 from .upload import UnsupportedMediaTypeError
 
@@ -51,6 +52,8 @@ class ErrorSpec:
 ERROR_TABLE: tuple[tuple[type[Exception], ErrorSpec], ...] = (
     (UnknownVariantError, ErrorSpec(404, "unknown_variant")),
     (VariantNotReadyError, ErrorSpec(503, "variant_unavailable")),
+    (NoVariantLoadedError, ErrorSpec(503, "no_variant_loaded")),
+    (AttentionQueryError, ErrorSpec(422, "invalid_attention_query")),
     (EmptyUploadError, ErrorSpec(400, "empty_body")),
     (UnsupportedMediaTypeError, ErrorSpec(415, "unsupported_media_type")),
     (UnsupportedFormatError, ErrorSpec(415, "unsupported_image_format")),

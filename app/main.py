@@ -20,12 +20,14 @@ from .measured import MeasuredFigures
 from .metrics import ServiceMetrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure_access_log
 from .model_pool import ModelPool, resolve_variants
-from .routes import detect, health, metrics, models
+from .routes import attention, compare, detect, health, metrics, models, pages
 from .settings import Settings, get_settings
 
 DESCRIPTION = """Faster R-CNN R-50-FPN detectors with GeneralizedAttention ("An Empirical Study of
-Spatial Attention Mechanisms in Deep Networks"): `POST /detect?variant=...` with an image,
-`GET /models` for what is loaded, `/healthz`, `/readyz`, `/metrics`."""
+Spatial Attention Mechanisms in Deep Networks"): `POST /detect?variant=...` with an image (JSON, or
+drawn with `format=image`), `POST /compare` (every loaded variant side by side), `POST /attention`
+(one block's attention for a query point), `GET /models` for what is loaded, `/healthz`, `/readyz`,
+`/metrics`, and a page to try it at `/`."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -69,6 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_access_log()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)  # outermost: sees every answer
-    for module in (detect, models, health, metrics):
+    for module in (detect, compare, attention, models, health, metrics, pages):
         app.include_router(module.router)
     return app

@@ -60,6 +60,12 @@ class VariantNotReadyError(Exception):
         self.retry_after_s = RETRY_AFTER_LOADING_S if state is ModelState.LOADING else RETRY_AFTER_UNAVAILABLE_S
 
 
+class NoVariantLoadedError(Exception):
+    """No variant can answer now: every requested one is loading or unavailable."""
+
+    retry_after_s = RETRY_AFTER_LOADING_S
+
+
 @dataclass
 class ModelSlot:
     """One registry variant and what the service knows about it."""
@@ -171,6 +177,25 @@ class ModelPool:
         if slot.state is not ModelState.LOADED:
             raise VariantNotReadyError(slot.variant, slot.state, slot.reason)
         return slot
+
+    def loaded_slots(self, names: Sequence[str] | None = None) -> list[ModelSlot]:
+        """Slots that can answer now: the named ones (in the order named, each must be loaded),
+        or, with no names, every loaded one in registry order.
+
+        Raises:
+            UnknownVariantError, VariantNotReadyError (a named one), NoVariantLoadedError (none loaded).
+        """
+        if names:
+            named: dict[str, ModelSlot] = {}
+            for name in names:
+                slot = self.loaded(name)
+                named.setdefault(slot.variant, slot)
+            return list(named.values())
+        slots = [slot for slot in self.slots.values() if slot.state is ModelState.LOADED]
+        if not slots:
+            why = "; ".join(f"{variant}: {reason}" for variant, reason in self.readiness().items())
+            raise NoVariantLoadedError(f"no variant is loaded ({why or 'none was requested'})")
+        return slots
 
     def readiness(self) -> dict[str, str]:
         """Why the service is not ready: variant → reason; empty when every requested one is loaded."""

@@ -6,7 +6,8 @@
     postprocess  score / class / count filter, to dicts   (per request)
 
 The stages know nothing about HTTP or metrics; the route turns the outcome into a response and the
-timings into metric observations.
+timings into metric observations. :func:`await_batch` is the queue wait shared with other work
+that goes through a variant's batcher (``/attention``'s exclusive jobs).
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from concurrent.futures import Future
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from model_zoo import Detector, DetectionResult, PreparedImage
 from model_zoo import COCO_CATEGORY_IDS, COCO_CLASSES, LABEL_BY_CATEGORY_ID, LABEL_BY_NAME
 
 from .batching import BatcherClosedError, BatchOutcome, DeadlineExceededError, MicroBatcher
-from .decode import DecodedImage, decode_upload
+from .decode import decode_upload
 
 
 class InvalidParameterError(ValueError):
@@ -53,6 +56,11 @@ class DetectOutcome:
     detections: list[dict[str, Any]]  # Detection.to_dict(): the `attnzoo predict` schema
     seconds: dict[str, float]  # stage → seconds, keys = metrics.STAGES
     batch_size: int
+    result: DetectionResult  # the same detections, typed (after the request's filters)
+    image: np.ndarray  # (H, W, 3) BGR uint8: the decoded original the detections refer to
+
+
+T = TypeVar("T")
 
 
 def parse_classes(values: Iterable[str] | None) -> frozenset[int] | None:
@@ -84,7 +92,7 @@ def parse_classes(values: Iterable[str] | None) -> frozenset[int] | None:
 async def run_detection(
     detector: Detector,
     batcher: MicroBatcher[PreparedImage, DetectionResult],
-    data: bytes,
+    data: bytes | np.ndarray,
     params: DetectParams,
     *,
     deadline: float,
@@ -94,6 +102,8 @@ async def run_detection(
     """Run one upload through the stages; ``None`` when the client went away first.
 
     Args:
+        data: the uploaded bytes, or an image :func:`decode_upload` already made of them
+            ((H, W, 3) BGR uint8; ``/compare`` decodes once for every variant).
         deadline: ``time.monotonic()`` instant after which the request gets 504.
         disconnected: returns an awaitable that completes when the client disconnects.
 
@@ -102,11 +112,40 @@ async def run_detection(
         BatcherClosedError, ModelExecutionError.
     """
     started = time.perf_counter()
-    prepared = await run_in_threadpool(_prepare, detector, data, max_pixels)
+    image, prepared = await run_in_threadpool(_prepare, detector, data, max_pixels)
     preprocess_s = time.perf_counter() - started
     if time.monotonic() >= deadline:
         raise DeadlineExceededError("deadline passed during decoding")
-    future = batcher.submit(prepared, deadline)
+    outcome = await await_batch(batcher.submit(prepared, deadline), deadline, disconnected)
+    if outcome is None:
+        return None
+    post_started = time.perf_counter()
+    result = outcome.result.filter(params.score_thr, params.max_dets, params.labels)
+    detections = [detection.to_dict() for detection in result.detections]
+    seconds = {
+        "queue": outcome.queue_s,
+        "preprocess": preprocess_s,
+        "model": outcome.model_s,
+        "postprocess": time.perf_counter() - post_started,
+    }
+    return DetectOutcome(result.width, result.height, detections, seconds, outcome.batch_size, result, image)
+
+
+async def await_batch(
+    future: "Future[BatchOutcome[T]]",
+    deadline: float,
+    disconnected: Callable[[], Awaitable[None]],
+    *,
+    passthrough: tuple[type[Exception], ...] = (),
+) -> BatchOutcome[T] | None:
+    """Wait for a batcher's future until ``deadline``; ``None`` when the client went away first.
+
+    A request still queued when the wait ends is withdrawn. A failure of the model becomes
+    :class:`ModelExecutionError` unless it is one of ``passthrough``.
+
+    Raises:
+        DeadlineExceededError, BatcherClosedError, ModelExecutionError, ``passthrough``.
+    """
     waiting = asyncio.wrap_future(future)
     gone = asyncio.ensure_future(disconnected())
     try:
@@ -121,27 +160,18 @@ async def run_detection(
             return None
         raise DeadlineExceededError("deadline passed while waiting for the model")
     try:
-        outcome: BatchOutcome[DetectionResult] = waiting.result()
-    except (DeadlineExceededError, BatcherClosedError):
+        return waiting.result()
+    except (DeadlineExceededError, BatcherClosedError, *passthrough):
         raise
     except Exception as exc:
         raise ModelExecutionError(f"model failed: {type(exc).__name__}: {exc}") from exc
-    post_started = time.perf_counter()
-    result = outcome.result.filter(params.score_thr, params.max_dets, params.labels)
-    detections = [detection.to_dict() for detection in result.detections]
-    seconds = {
-        "queue": outcome.queue_s,
-        "preprocess": preprocess_s,
-        "model": outcome.model_s,
-        "postprocess": time.perf_counter() - post_started,
-    }
-    return DetectOutcome(result.width, result.height, detections, seconds, outcome.batch_size)
 
 
-def _prepare(detector: Detector, data: bytes, max_pixels: int) -> PreparedImage:
-    decoded: DecodedImage = decode_upload(data, max_pixels=max_pixels)
+def _prepare(detector: Detector, data: bytes | np.ndarray, max_pixels: int) -> tuple[np.ndarray, PreparedImage]:
+    """Decode (unless ``data`` is decoded already) and resize: (original BGR image, prepared)."""
+    pixels = data if isinstance(data, np.ndarray) else decode_upload(data, max_pixels=max_pixels).pixels
     try:
-        return detector.prepare(decoded.pixels)
+        return pixels, detector.prepare(pixels)
     except Exception as exc:  # noqa: BLE001 - the image decoded, so its shape is what the resize refused
-        height, width = decoded.pixels.shape[:2]
+        height, width = pixels.shape[:2]
         raise ImageUnprocessableError(f"a {width}x{height} image cannot be resized for the model: {exc}") from exc

@@ -104,3 +104,54 @@ class HealthResponse(BaseModel):
 class ReadyResponse(BaseModel):
     status: str
     variants: dict[str, str] = Field(description="requested variant → state")
+
+
+class CompareResult(BaseModel):
+    variant: str
+    sha256: str | None
+    attention_type: str | None = Field(description="GeneralizedAttention bits, e.g. '1111' or '0010'")
+    dcn: bool
+    published_box_ap: float | None = Field(description="the registry's published COCO box AP")
+    detections: list[DetectionOut] = Field(description="sorted by descending score")
+    timings_ms: TimingsOut = Field(description="this variant's stages; preprocess is its resize (decoding is shared)")
+    latency_ms: float = Field(description="measured latency of this variant: the sum of its stages")
+    batch_size: int
+
+
+class CompareResponse(BaseModel):
+    width: int = Field(description="image width in pixels (after EXIF orientation)")
+    height: int
+    decode_ms: float = Field(description="decoding the upload, once for every variant")
+    results: list[CompareResult] = Field(description="one per variant, in registry order, each run alone")
+
+
+class QueryCell(BaseModel):
+    row: int = Field(description="row of the query on the block's feature map")
+    col: int
+
+
+class KeyGrid(BaseModel):
+    shape: list[int] = Field(description="[h_kv, w_kv]: the shape of `weights`", min_length=2, max_length=2)
+    key_centers_x: list[float] = Field(description="centre of each key column, original-image pixels (w_kv values)")
+    key_centers_y: list[float] = Field(description="centre of each key row, original-image pixels (h_kv values)")
+
+
+class AttentionResponse(BaseModel):
+    variant: str
+    attention_type: str
+    stage: int = Field(description="ResNet stage (1-based) of the GeneralizedAttention block")
+    block: int = Field(description="block of that stage (0-based)")
+    head: int | None = Field(description="the head whose weights these are; null: the average over heads")
+    num_heads: int
+    width: int = Field(description="image width in pixels (after EXIF orientation)")
+    height: int
+    x: float = Field(description="query point, original-image pixels")
+    y: float
+    query_cell: QueryCell
+    query_independent: bool = Field(description="true when the weights are the same for every query point (0010)")
+    note: str | None = Field(description="how to read these weights, when there is something to say")
+    key_grid: KeyGrid
+    weights: list[list[float]] = Field(
+        description="[h_kv][w_kv] softmax weights over the key grid (sums to 1; keys over the padding included)"
+    )
+    timings_ms: dict[str, float] = Field(description="queue and model (the forward that recorded the weights)")

@@ -62,22 +62,26 @@ class ModelTiming:
     precision: str = "fp32"
     per_image: list[dict[str, Any]] = field(default_factory=list)  # image, e2e_s, model_s, *_times, detections
     reproduced: tuple[int, int, int] | None = None  # (matched, fp32 detections, extra) for bf16
+    error: str | None = None  # why this model could not be timed (the other rows still are)
+
+    def _mean(self, key: str) -> float | None:
+        return sum(r[key] for r in self.per_image) / len(self.per_image) if self.per_image and not self.error else None
 
     @property
-    def e2e_s(self) -> float:
-        return sum(r["e2e_s"] for r in self.per_image) / len(self.per_image)
+    def e2e_s(self) -> float | None:
+        return self._mean("e2e_s")
 
     @property
-    def model_s(self) -> float:
-        return sum(r["model_s"] for r in self.per_image) / len(self.per_image)
+    def model_s(self) -> float | None:
+        return self._mean("model_s")
 
     @property
-    def detections(self) -> float:
-        return sum(r["detections"] for r in self.per_image) / len(self.per_image)
+    def detections(self) -> float | None:
+        return self._mean("detections")
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "precision": self.precision, "e2e_s": self.e2e_s, "model_s": self.model_s,
-               "detections_per_image": self.detections, "per_image": self.per_image}  # fmt: skip
+               "detections_per_image": self.detections, "per_image": self.per_image, "error": self.error}  # fmt: skip
         if self.reproduced is not None:
             matched, total, extra = self.reproduced
             out["fp32_reproduced"] = {"matched": matched, "fp32_detections": total, "extra": extra,
@@ -263,8 +267,9 @@ def mmdet_worker(spec_path: Path, out_path: Path) -> int:
 # --- the report --------------------------------------------------------------------------------
 
 
-def ratio(value: float, base: ModelTiming | None, attr: str) -> str:
-    return "–" if base is None else f"{value / getattr(base, attr):.2f}×"
+def ratio(value: float | None, base: ModelTiming | None, attr: str) -> str:
+    denominator = None if base is None else getattr(base, attr)
+    return "–" if value is None or not denominator else f"{value / denominator:.2f}×"
 
 
 def results_table(rows: Sequence[ModelTiming]) -> str:
@@ -275,17 +280,20 @@ def results_table(rows: Sequence[ModelTiming]) -> str:
     fp32 = {r.model: r for r in rows if r.precision == "fp32"}
     table = []
     for row in rows:
+        if row.error:
+            table.append([row.model, row.precision, f"failed: {row.error}"] + ["–"] * 8)
+            continue
         ref = mmdet.get(row.model) if not row.model.startswith("mmdet ") else None
         speedup = share = "–"
         if row.precision != "fp32" and row.model in fp32:
-            speedup = f"{fp32[row.model].e2e_s / row.e2e_s:.2f}×"
+            speedup = ratio(fp32[row.model].e2e_s, row, "e2e_s")
         if row.reproduced is not None:
             matched, total, extra = row.reproduced
             share = f"{matched}/{total} ({100 * matched / total if total else 100:.1f}%)" + (f", +{extra} extra" if extra else "")
         table.append([
             row.model, row.precision, common.fmt(row.e2e_s), common.fmt(row.model_s),
             ratio(row.e2e_s, torchvision, "e2e_s"), ratio(row.model_s, torchvision, "model_s"),
-            ratio(row.e2e_s, ref, "e2e_s"), ratio(row.model_s, ref, "model_s"), f"{row.detections:.1f}", speedup, share,
+            ratio(row.e2e_s, ref, "e2e_s"), ratio(row.model_s, ref, "model_s"), common.fmt(row.detections, 1), speedup, share,
         ])  # fmt: skip
     headers = ["model", "precision", "end-to-end s/img", "model s/img", "e2e ÷ torchvision", "model ÷ torchvision",
                "e2e ÷ mmdet", "model ÷ mmdet", "dets/img", "speed-up vs fp32 (e2e)", "fp32 dets reproduced"]  # fmt: skip
@@ -354,30 +362,43 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def attempt(model: str, precision: str, measure: Callable[[], ModelTiming], log: Callable[[str], None]) -> ModelTiming:
+    """``measure()``, or a failed row carrying the error's last line: one model that cannot run
+    (e.g. an op without a bf16 kernel) must not cost the timings of the others."""
+    try:
+        timing = measure()
+    except Exception as error:  # noqa: BLE001 - reported in the table and the exit status
+        lines = str(error).strip().splitlines() or [""]
+        timing = ModelTiming(model, precision, error=f"{type(error).__name__}: {lines[-1][:200]}".replace("|", "/"))
+    log(f"{model} {precision}: " + (f"FAILED {timing.error}" if timing.error else f"{timing.e2e_s:.3f} s/img end to end"))
+    return timing
+
+
 def run(args: argparse.Namespace, work_dir: Path, log: Callable[[str], None] = print) -> tuple[list[BenchImage], list[ModelTiming]]:
     """The image set and every timing, in table order: torchvision, then per variant ours and mmdet."""
     images = load_images(args.images, args.num_images, work_dir)
     registry = scaled_registry(args.scale)
     rows: list[ModelTiming] = []
     if not args.no_torchvision:
-        rows.append(bench_torchvision(images, args.scale, args))
-        log(f"{TORCHVISION}: {rows[-1].e2e_s:.3f} s/img end to end")
+        rows.append(attempt(TORCHVISION, "fp32", lambda: bench_torchvision(images, args.scale, args), log))
     from model_zoo.synth import write_synthetic_checkpoint
 
     for alias in args.variants:
         checkpoint = write_synthetic_checkpoint(registry.resolve(alias), work_dir / f"{alias}_seed{args.seed}.pth", seed=args.seed)
         results: dict[str, dict[str, Any]] = {}
         for precision in args.precision:
-            results[precision] = {}
-            rows.append(bench_ours(alias, checkpoint, registry, images, args, precision, keep=results[precision]))
+            kept: dict[str, Any] = {}
+            rows.append(attempt(alias, precision, lambda: bench_ours(alias, checkpoint, registry, images, args, precision, keep=kept), log))
+            if rows[-1].error:
+                continue
+            results[precision] = kept
             if precision != "fp32":
-                if "fp32" not in results:
+                if "fp32" not in args.precision and "fp32" not in results:
                     results["fp32"] = fp32_detections(alias, checkpoint, registry, images, args.device)
-                rows[-1].reproduced = reproduced(results["fp32"], results[precision])
-            log(f"{alias} {precision}: {rows[-1].e2e_s:.3f} s/img end to end")
+                if "fp32" in results:
+                    rows[-1].reproduced = reproduced(results["fp32"], kept)
         if args.mmdet_python is not None:
-            rows.append(bench_mmdet(args.mmdet_python, alias, checkpoint, images, args.scale, args))
-            log(f"mmdet {alias}: {rows[-1].e2e_s:.3f} s/img end to end")
+            rows.append(attempt(f"mmdet {alias}", "fp32", lambda: bench_mmdet(args.mmdet_python, alias, checkpoint, images, args.scale, args), log))
         checkpoint.unlink()
     return images, rows
 
@@ -399,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_append:
         common.append_entry(text, args.benchmarks_file)
         print(f"appended to {args.benchmarks_file}")
-    return 0
+    return 1 if any(row.error for row in rows) else 0
 
 
 if __name__ == "__main__":

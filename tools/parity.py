@@ -54,7 +54,7 @@ NUM_SAMPLES = 32  # sampled values stored per tensor (FPN level, input)
 DET_IOU = 0.99
 DET_SCORE_ATOL = 2e-3
 PROPOSAL_IOU = 0.99
-FEATURE_RTOL = 1e-3  # |Δ| of a sampled value / statistic, relative to that tensor's std
+FEATURE_RTOL = 1e-4  # |Δ| of a sampled value / statistic, relative to that tensor's std
 INPUT_ATOL = 1e-5  # normalised pixels: any resize/decode difference moves them by >= 1/58
 
 
@@ -469,15 +469,20 @@ def command_reference(args: argparse.Namespace) -> int:
             model = mmdet_model(entry, SCALES[scale_name], checkpoint)
             if scale_name == args.scales[0]:
                 keys = [[k, list(v.shape)] for k, v in model.state_dict().items()]
-                write_json(keys_path(alias, args.out), {"variant": alias, "source": "mmdet model.state_dict()", "keys": keys})
+                checksums = weights_checksums(state)
+                write_json(keys_path(alias, args.out), {
+                    "variant": alias, "source": "mmdet model.state_dict()", "keys": keys,
+                    # (sum, sum of squares) per key, in the order of "keys", of the synthetic
+                    # checkpoint the fixtures were made with: tells CI when model_zoo/synth.py changed.
+                    "synthetic_weights": {"seed": seed, "checksums": [checksums[k] for k, _ in keys]},
+                })  # fmt: skip
             records = {}
             for image in images:
                 sample, captured = run_mmdet(model, image)
                 records[image.name] = image_record(sample, captured)
                 print(f"  {alias} {scale_name} {image.name}: {len(sample.pred_instances)} detections")
             write_json(fixture_path(alias, scale_name, args.out), {
-                "variant": alias, "seed": seed, "scale": list(SCALES[scale_name]), "versions": versions(),
-                "weights_checksums": weights_checksums(state), "images": records,
+                "variant": alias, "seed": seed, "scale": list(SCALES[scale_name]), "versions": versions(), "images": records,
             })  # fmt: skip
         checkpoint.unlink()
         print(f"{alias}: {time.perf_counter() - started:.0f} s")

@@ -1,4 +1,6 @@
-"""POST /detect: one image in, the variant's detections out (schema of ``attnzoo predict``)."""
+"""POST /detect: one image in, the variant's detections out (schema of ``attnzoo predict``), as
+JSON or drawn on the image (``format=image`` or ``Accept: image/png`` / ``image/jpeg``).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +9,28 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from model_zoo import draw_detections
+
 from ..deps import MetricsDep, PoolDep, SettingsDep
 from ..middleware import CLIENT_CLOSED
 from ..pipeline import DetectParams, parse_classes, run_detection
+from ..render import IMAGE_RESPONSES, FormatQuery, ResponseFormat, image_response, negotiate
 from ..schemas import DetectResponse, ErrorResponse
 from ..upload import FILE_FIELD, RAW_MEDIA_TYPES, read_image_bytes
 
 DEFAULT_SCORE_THR = 0.3
+VARY = {"Vary": "Accept"}  # the Accept header picks JSON or an image
+
+# the filters of a detection request (shared with /compare)
+ScoreThrQuery = Annotated[float, Query(ge=0.0, le=1.0, description="keep detections with score > score_thr")]
+MaxDetsQuery = Annotated[int | None, Query(ge=0, description="keep at most this many (highest scores first)")]
+ClassesQuery = Annotated[
+    list[str] | None,
+    Query(description="keep only these classes: COCO names (person) or category ids (1); repeat or comma-separate"),
+]
 
 _BINARY = {"type": "string", "format": "binary"}
-_REQUEST_BODY = {
+REQUEST_BODY = {
     "required": True,
     "description": f"the image (JPEG, PNG, WebP, BMP, TIFF, GIF) as multipart field {FILE_FIELD!r} or as the raw body",
     "content": {
@@ -47,7 +61,7 @@ router = APIRouter(
 )
 
 
-async def _client_gone(request: Request) -> None:
+async def client_gone(request: Request) -> None:
     """Completes when the client disconnects (call once the body has been read)."""
     try:
         while (await request.receive())["type"] != "http.disconnect":
@@ -56,21 +70,27 @@ async def _client_gone(request: Request) -> None:
         return
 
 
-@router.post("", response_model=DetectResponse, summary="Detect objects in one image", openapi_extra={"requestBody": _REQUEST_BODY})
+@router.post(
+    "",
+    response_model=DetectResponse,
+    summary="Detect objects in one image",
+    openapi_extra={"requestBody": REQUEST_BODY},
+    responses=IMAGE_RESPONSES,
+)
 async def detect(
     request: Request,
+    response: Response,
     pool: PoolDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     variant: Annotated[str, Query(description="short or full variant name, e.g. attn1111-dcn")],
-    score_thr: Annotated[float, Query(ge=0.0, le=1.0, description="keep detections with score > score_thr")] = DEFAULT_SCORE_THR,
-    max_dets: Annotated[int | None, Query(ge=0, description="keep at most this many (highest scores first)")] = None,
-    classes: Annotated[
-        list[str] | None,
-        Query(description="keep only these classes: COCO names (person) or category ids (1); repeat or comma-separate"),
-    ] = None,
+    score_thr: ScoreThrQuery = DEFAULT_SCORE_THR,
+    max_dets: MaxDetsQuery = None,
+    classes: ClassesQuery = None,
+    response_format: FormatQuery = None,
 ) -> Any:
     deadline = time.monotonic() + settings.request_timeout_s
+    fmt = negotiate(response_format, request.headers.get("accept"))
     slot = pool.resolve(variant)
     request.state.variant = slot.variant
     slot = pool.loaded(variant)
@@ -84,12 +104,15 @@ async def detect(
             params,
             deadline=deadline,
             max_pixels=settings.max_pixels,
-            disconnected=lambda: _client_gone(request),
+            disconnected=lambda: client_gone(request),
         )
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)  # nobody is listening; for the log and metrics
     metrics.observe_stages(slot.variant, outcome.seconds)
     request.state.batch_size = outcome.batch_size
+    if fmt is not ResponseFormat.JSON:
+        return await image_response(lambda: draw_detections(outcome.image, outcome.result.detections), fmt, VARY)
+    response.headers.update(VARY)
     return {
         "variant": slot.variant,
         "sha256": slot.sha256,

@@ -110,6 +110,19 @@ def test_forward_peak_bytes_counts_live_temporaries() -> None:
     assert 8_000_000 <= peak < 8_100_000
 
 
+def test_a_model_that_fails_becomes_a_failed_row_not_a_lost_run() -> None:
+    def broken() -> speed.ModelTiming:
+        raise RuntimeError("deep inside\n\"deformable_im2col\" not implemented for 'BFloat16' | x")
+
+    ok = speed.ModelTiming("attn0010", "fp32", [speed.image_record("a.jpg", [2.0], [1.0], 3)])
+    failed = speed.attempt("attn0010-dcn", "bf16", broken, log=lambda line: None)
+    assert failed.error == "RuntimeError: \"deformable_im2col\" not implemented for 'BFloat16' / x"
+    assert failed.e2e_s is None and failed.to_dict()["error"] == failed.error
+    table = speed.results_table([ok, failed])
+    assert "| attn0010 | fp32 | 2.000 | 1.000 |" in table
+    assert "| attn0010-dcn | bf16 | failed: RuntimeError: " in table and table.count("\n") == 4
+
+
 def test_stage3_shape_matches_the_issue() -> None:
     assert attention_memory.stage3_shape((1333, 800), 256) == (1, 256, 50, 84)
 

@@ -40,13 +40,9 @@ parity = _load_tool()
 
 VARIANTS = ("attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn")
 IMAGES = [p.name for p in parity.list_images()]
-# One official-scale (1333x800) image per variant; each image kind is covered once.
-FULL_SCALE_IMAGE = {
-    "attn1111": "astronaut_portrait.jpg",
-    "attn0010": "rocket_exif6.jpg",
-    "attn1111-dcn": "camera_gray.png",
-    "attn0010-dcn": "chelsea_small.png",
-}
+# The official 1333x800 scale for two variants only (attention 1111 without DCN, 0010 with DCN;
+# each forward takes seconds on CPU); `tools/parity.py compare` checks all variants x images.
+FULL_SCALE_IMAGE = {"attn1111": "rocket_exif6.jpg", "attn0010-dcn": "astronaut_portrait.jpg"}
 
 
 @lru_cache(maxsize=None)
@@ -113,7 +109,9 @@ def test_regenerated_synthetic_weights_are_the_fixtures(checkpoint):
     changes, regenerate them (tools/parity.py reference) instead of chasing a fake divergence."""
     variant, path = checkpoint
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    reference = fixture(variant, "small")["weights_checksums"]
+    recorded = json.loads(parity.keys_path(variant).read_text())
+    assert recorded["synthetic_weights"]["seed"] == fixture(variant, "small")["seed"]
+    reference = {key: sums for (key, _), sums in zip(recorded["keys"], recorded["synthetic_weights"]["checksums"])}
     assert sorted(state) == sorted(reference)
     ours = parity.weights_checksums(state)
     changed = [
@@ -140,6 +138,8 @@ def test_small_scale_matches_mmdet_stage_by_stage(small_detector, image):
 @pytest.mark.slow
 def test_full_scale_matches_mmdet(checkpoint, registry):
     variant, path = checkpoint
+    if variant not in FULL_SCALE_IMAGE:
+        pytest.skip("full scale is checked in CI for two variants (tools/parity.py compare: all four)")
     image = FULL_SCALE_IMAGE[variant]
     reference = fixture(variant, "full")
     detector = parity.our_detector(variant, path, reference["scale"], registry)
