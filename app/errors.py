@@ -19,12 +19,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from model_zoo import ImageDecodeError, UnknownVariantError
-from model_zoo import AttentionQueryError
+from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
 from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
-from .deps import ServiceNotStartedError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
+from .deps import ServiceNotStartedError
 from .model_pool import NoVariantLoadedError, VariantNotReadyError
 from .pipeline import ImageUnprocessableError, InvalidParameterError, ModelExecutionError
 from .upload import UnsupportedMediaTypeError

@@ -18,9 +18,8 @@ import uuid
 from datetime import datetime, timezone
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import REQUEST_ID_HEADER, BodyTooLargeError, error_response
 from .metrics import ServiceMetrics

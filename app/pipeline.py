@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from model_zoo import Detector, DetectionResult, PreparedImage
-from model_zoo import COCO_CATEGORY_IDS, COCO_CLASSES, LABEL_BY_CATEGORY_ID, LABEL_BY_NAME
+from model_zoo import (
+    COCO_CATEGORY_IDS,
+    COCO_CLASSES,
+    LABEL_BY_CATEGORY_ID,
+    LABEL_BY_NAME,
+    DetectionResult,
+    Detector,
+    PreparedImage,
+)
 
 from .batching import BatcherClosedError, BatchOutcome, DeadlineExceededError, MicroBatcher
 from .decode import decode_upload

@@ -11,6 +11,7 @@ Serving splits one call into named stages so that it can time them and batch the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,12 @@ import torch
 from model_zoo.categories import COCO_CATEGORY_IDS, COCO_CLASSES
 from model_zoo.checkpoint import load_checkpoint
 from model_zoo.engine.detector import FasterRCNN, build_detector
+from model_zoo.engine.fuse import fold_batch_norms
 from model_zoo.engine.preprocess import ResizedImage, collate, rescale_size, resize_keep_ratio
 from model_zoo.errors import AttnzooError, ImageDecodeError, WeightsMissingError
 from model_zoo.images import ImageInput, load_image
 from model_zoo.registry import Registry, VariantEntry, default_weights_dir, load_registry
 from model_zoo.weights import verify_file, weights_path_for
-
 
 # fp32 is the default and the only mode whose detections are proven equal to mmdet's; the
 # others run convolutions and matmuls under autocast (opt-in, see BENCHMARKS.md for their cost).
@@ -96,7 +97,12 @@ class PreparedImage:
 
 
 class Detector:
-    """A loaded detector of one registry variant on one device."""
+    """A loaded detector of one registry variant on one device.
+
+    Takes ownership of ``model`` (built by ``build_detector`` with its weights loaded) and makes it
+    inference-ready in place: eval mode, BatchNorm folded into the convolutions, channels-last,
+    moved to ``device``.
+    """
 
     def __init__(
         self,
@@ -111,7 +117,10 @@ class Detector:
         if precision not in PRECISIONS:
             raise AttnzooError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         self.entry = entry
-        self.model = model.eval().to(device)
+        # Inference-ready: eval mode, frozen BN folded into the convs (rounding-level change), on device.
+        fold_batch_norms(model.eval().backbone)
+        # Channels-last activations: about 30% faster convolutions on CPU (oneDNN) and on CUDA.
+        self.model = model.to(device=device, memory_format=torch.channels_last)
         self.device = device
         self.weights_path = weights_path
         self.sha256 = sha256
@@ -145,6 +154,7 @@ class Detector:
             groups.setdefault(item.padded_shape, []).append(index)
         for indices in groups.values():
             batch = collate([prepared[i].resized for i in indices], self.entry.arch.preprocess, self.device)
+            batch = dataclasses.replace(batch, tensor=batch.tensor.contiguous(memory_format=torch.channels_last))
             with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
                 outputs = self.model(batch)
             for i, (boxes, scores, labels) in zip(indices, outputs):

@@ -26,7 +26,6 @@ from model_zoo.engine.preprocess import collate, resize_keep_ratio
 from model_zoo.engine.roi_head import extract_roi_features, proposals_to_rois
 from model_zoo.engine.spec import ArchSpec
 
-
 # The classifier is calibrated on one synthetic scene at this test-time scale (long, short).
 CALIBRATION_SCALE = (512, 320)
 CLASS_LOGIT_STD = 2.5  # spread of a class logit across RoIs

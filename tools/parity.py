@@ -338,10 +338,9 @@ def markdown_table(reports: Sequence[ImageReport], seeds: dict[str, int]) -> str
 
 def mmdet_config(entry: VariantEntry, scale: tuple[int, int] | None):
     """mmdet's config for ``entry`` (found by its metafile Name), test scale optionally replaced."""
+    import mmdet
     import yaml
     from mmengine.config import Config
-
-    import mmdet
 
     mim = Path(mmdet.__file__).parent / ".mim"
     models = yaml.safe_load((mim / "configs" / "empirical_attention" / "metafile.yml").read_text())["Models"]

@@ -15,9 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from model_zoo import Detector
-from model_zoo import AttentionMap, AttentionQueryError, attention_blocks, attention_map
-from model_zoo import draw_heatmap
+from model_zoo import AttentionMap, AttentionQueryError, Detector, attention_blocks, attention_map, draw_heatmap
 
 from ..decode import decode_upload
 from ..deps import MetricsDep, PoolDep, SettingsDep

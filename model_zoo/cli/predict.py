@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     from model_zoo.predictor import load_detector
-    from model_zoo.visualize import draw_detections  # noqa: F401  (fail early if drawing is unavailable)
     from model_zoo.registry import load_registry
+    from model_zoo.visualize import draw_detections  # noqa: F401  (fail early if drawing is unavailable)
 
     detector = load_detector(
         args.variant,

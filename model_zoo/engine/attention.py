@@ -128,7 +128,8 @@ class GeneralizedAttention(nn.Module):
             # Fused (flash) kernels want one head dim for q, k and v: zero-pad v from d to E.
             padded = F.pad(values, (0, query_ext.size(-1) - self.head_dim))
             out = F.scaled_dot_product_attention(query_ext, key_ext, padded, scale=1.0)[..., : self.head_dim]
-            out = out.permute(0, 1, 3, 2).reshape(n, channels, h, w)  # (n, M, hw, d) → (n, C, h, w)
+            # (n, M, hw, d) → (n, hw, C) → (n, C, h, w) with channels-last strides
+            out = out.transpose(1, 2).reshape(n, h, w, channels).permute(0, 3, 1, 2)
         return x + self.gamma * self.proj_conv(out)
 
     def _record(self, weights: torch.Tensor, query_shape: tuple[int, int], key_shape: tuple[int, int]) -> None:
@@ -138,9 +139,12 @@ class GeneralizedAttention(nn.Module):
         self.probe.query_shape, self.probe.key_shape = query_shape, key_shape
 
     def _heads(self, feature: torch.Tensor) -> torch.Tensor:
-        """(n, C, h, w) → (n, M, h*w, d); channel c is head c // d, dim c % d."""
+        """(n, C, h, w) → (n, M, h*w, d); channel c is head c // d, dim c % d.
+
+        Goes through (n, h, w, C), which is free for channels-last inputs.
+        """
         n, _, h, w = feature.shape
-        return feature.view(n, self.num_heads, self.head_dim, h * w).permute(0, 1, 3, 2)
+        return feature.permute(0, 2, 3, 1).reshape(n, h * w, self.num_heads, self.head_dim).transpose(1, 2)
 
     def _head_vector(self, vector: torch.Tensor) -> torch.Tensor:
         """(C,) → (1, M, 1, d)."""

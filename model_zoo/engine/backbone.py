@@ -28,11 +28,12 @@ class DeformConv2dPack(nn.Module):
         self.stride = stride
         self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, 3, 3))
         self.conv_offset = nn.Conv2d(in_channels, 2 * 3 * 3, 3, stride=stride, padding=1, bias=True)
+        self.register_parameter("bias", None)  # mmcv's DCN has none; set when a BN is folded in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (Tensor[N, C_in, H, W]) → Tensor[N, C_out, H / stride, W / stride]."""
         offset = self.conv_offset(x)
-        return deform_conv2d(x, offset, self.weight, stride=self.stride, padding=1)
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=1)
 
 
 class Bottleneck(nn.Module):

@@ -9,7 +9,6 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
-
 from deploy_support import (
     COMPOSE_FILE,
     DASHBOARD_FILE,

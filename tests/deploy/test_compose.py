@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-
 from deploy_support import (
     GRAFANA_DIR,
     PROMETHEUS_CONFIG,

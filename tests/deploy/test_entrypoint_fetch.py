@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from deploy_support import ENTRYPOINT, clean_env, free_port, running, write_test_metafile
 
 

@@ -7,12 +7,11 @@ import os
 import re
 import shlex
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
-
 from deploy_support import (
     ENTRYPOINT,
     REPO_ROOT,

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from deploy_support import K8S_DIR, PROMETHEUS_CONFIG, load_yaml, parse_dockerfile
 
 ADAPTER_RULES = K8S_DIR / "prometheus-adapter-rules.yaml"

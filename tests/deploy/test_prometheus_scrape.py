@@ -12,7 +12,6 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 import yaml
-
 from deploy_support import (
     PROMETHEUS_CONFIG,
     TEST_VARIANT,

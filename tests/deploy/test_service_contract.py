@@ -14,8 +14,6 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
-
 from deploy_support import (
     ENTRYPOINT,
     PROMETHEUS_CONFIG,
@@ -28,6 +26,7 @@ from deploy_support import (
     parse_dockerfile,
     running,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 # Sample names each metric type exposes (prometheus-client's parser strips a counter's _total).
 SUFFIXES = {

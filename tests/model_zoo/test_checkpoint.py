@@ -72,13 +72,19 @@ def save(path: Path, payload) -> Path:
 # --- accepted layouts -----------------------------------------------------------------------------
 
 
-def test_loads_a_good_checkpoint_through_the_public_api(files, registry):
-    detector = load_detector(PLAIN, files[PLAIN], registry=registry, verify_hash=False)
+def test_loads_a_good_checkpoint_into_every_tensor(files, registry):
     raw = raw_checkpoint(files[PLAIN])
     assert set(raw) == {"meta", "state_dict"}
-    assert_holds(detector.model, raw["state_dict"])
+    model, _ = load(registry, PLAIN, files[PLAIN])
+    assert_holds(model, raw["state_dict"])
+
+
+def test_loads_a_good_checkpoint_through_the_public_api(files, registry):
+    detector = load_detector(PLAIN, files[PLAIN], registry=registry, verify_hash=False)
     assert detector.weights_path == files[PLAIN]
     assert len(detector.sha256) == 64
+    result = detector.predict(IMAGE)
+    assert (result.width, result.height) == (200, 133)
 
 
 def test_returns_the_files_meta(files, registry):

@@ -10,7 +10,6 @@ from PIL import Image
 
 from model_zoo import Detection, load_image
 from model_zoo.visualize import draw_detections
-
 from tests.app.conftest import LOADED_VARIANTS
 
 REGISTRY_ORDER = ["attn1111", "attn0010"]  # the loaded ones, in metafile order
