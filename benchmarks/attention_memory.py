@@ -203,8 +203,7 @@ def entry_text(args: argparse.Namespace, argv: Sequence[str], result: dict[str, 
         f"{result['output_bytes'] / common.MIB:.1f} MiB included, input excluded); one fp32 energy would be "
         f"{result['energy_bytes'] / common.MIB:.1f} MiB; time = median of {args.repeats} after {args.warmup} warm-up; "
         f"mmcv: {args.mmcv_note}\n"
-        f"- Shared machine: other processes may have been running (load average {machine['loadavg'][0]} at start, "
-        f"{os.getloadavg()[0]:.2f} at end, {machine['cores']} cores)\n"
+        + common.load_note(machine)
         + verdict(result) + "\n" + results_table(result)
     )
 

@@ -97,7 +97,30 @@ def machine_info() -> dict[str, Any]:
         "amx_bf16": "amx_bf16" in flags,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "matmul_gflops": round(matmul_gflops(), 1),
     }
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 3) -> float:
+    """Best-of-``repeats`` fp32 GFLOP/s of a size² matmul with the current torch threads.
+
+    A probe of how much of the machine this process gets: on a busy shared machine it drops
+    well below the idle figure, and every timing of the run with it.
+    """
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    a @ b  # warm-up
+    best = min(time_call(lambda: a @ b, repeats=repeats, warmup=0))
+    return 2 * size**3 / best / 1e9
+
+
+def load_note(machine: dict[str, Any]) -> str:
+    """One line on how busy the machine was: load average and the matmul probe at start and end."""
+    return (
+        f"- Shared machine: other processes may have been running (load average {machine['loadavg'][0]} at start, "
+        f"{os.getloadavg()[0]:.2f} at end, {machine['cores']} cores; fp32 2048² matmul with these threads: "
+        f"{machine['matmul_gflops']:.0f} GFLOP/s at start, {matmul_gflops():.0f} at end)\n"
+    )
 
 
 def software_versions() -> dict[str, str]:

@@ -9,11 +9,14 @@ Two timings per model and image, each the median of ``--repeats`` calls after ``
   normalise, pad, forward, post-process; torchvision: ``model([tensor])`` on the decoded tensor,
   whose transform still resizes; mmdet: ``model.test_step`` on the pipeline's output).
 
-A model's seconds/image is the mean over images of those medians. Our models use synthetic
-weights (``model_zoo.synth``); mmdet loads the very same checkpoint file in the reference venv
-(a separate interpreter, ``--mmdet-python``), torchvision random weights. With ``--precision``
-listing ``bf16`` the table also gives the share of the fp32 detections the bf16 run reproduces
-(same label, IoU ≥ 0.99, |Δscore| ≤ 2e-3: ``tools/parity.py``'s matcher).
+The models are interleaved: every repeat times each model once, in a rotating order, so a change
+of load from other processes hits all of them alike and the ratios stay meaningful on a shared
+machine. mmdet runs in the reference venv (``--mmdet-python``) as a worker process that loads
+the very same synthetic checkpoint files (``model_zoo.synth``) and answers one timed call per
+request; torchvision gets random weights. A model's seconds/image is the mean over images of
+its medians. With ``--precision`` listing ``bf16`` the table also gives the speed-up over fp32
+and the share of the fp32 detections reproduced (same label, IoU ≥ 0.99, |Δscore| ≤ 2e-3:
+``tools/parity.py``'s matcher).
 
 Usage: python benchmarks/speed.py [--variants attn1111,attn0010] [--scale 1333,800] [--repeats 5]
 """
@@ -25,11 +28,13 @@ import dataclasses
 import inspect
 import json
 import os
+import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -94,6 +99,21 @@ def image_record(name: str, e2e: Sequence[float], model: Sequence[float], detect
             "e2e_times": list(e2e), "model_times": list(model), "detections": detections}  # fmt: skip
 
 
+def error_text(error: BaseException) -> str:
+    """``Type: last line of the message`` (one table cell: no newlines, no ``|``)."""
+    lines = str(error).strip().splitlines() or [""]
+    return f"{type(error).__name__}: {lines[-1][:200]}".replace("|", "/")
+
+
+def clock(fn: Callable[[], Any], sync: Callable[[], None] | None) -> tuple[float, Any]:
+    """(wall-clock seconds, value) of one ``fn()``; waits for the device when ``sync`` is given."""
+    started = time.perf_counter()
+    value = fn()
+    if sync:
+        sync()
+    return time.perf_counter() - started, value
+
+
 # --- the image set ------------------------------------------------------------------------------
 
 
@@ -121,7 +141,170 @@ def load_images(sources: Sequence[Path], limit: int | None, work_dir: Path) -> l
     return [BenchImage(p.name, p, p.read_bytes()) for p in paths]
 
 
-# --- our detectors --------------------------------------------------------------------------------
+# --- the contestants: one timed call each --------------------------------------------------------
+
+
+class Contestant(Protocol):
+    row: ModelTiming
+
+    def end_to_end(self, image: BenchImage) -> tuple[float, int]:
+        """(seconds, detections) of one encoded-bytes → detections call."""
+
+    def model_only(self, image: BenchImage) -> float:
+        """Seconds of one call from the prepared image (prepared once, untimed)."""
+
+
+class Ours:
+    """One of our variants at one precision, through the public ``Detector`` API."""
+
+    def __init__(self, detector, row: ModelTiming, sync: Callable[[], None] | None) -> None:
+        self.detector, self.row, self.sync = detector, row, sync
+        self.prepared: dict[str, Any] = {}
+        self.last: dict[str, Any] = {}  # image name → the latest DetectionResult
+
+    def end_to_end(self, image: BenchImage) -> tuple[float, int]:
+        seconds, result = clock(lambda: self.detector.predict(image.data), self.sync)
+        self.last[image.name] = result
+        return seconds, len(result.detections)
+
+    def model_only(self, image: BenchImage) -> float:
+        if image.name not in self.prepared:
+            self.prepared[image.name] = self.detector.prepare(image.data)
+        return clock(lambda: self.detector.infer([self.prepared[image.name]]), self.sync)[0]
+
+
+class Torchvision:
+    """torchvision's plain Faster R-CNN R50-FPN (random weights) resizing to the same scale."""
+
+    def __init__(self, scale: tuple[int, int], device: str, seed: int) -> None:
+        from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+        torch.manual_seed(seed)
+        model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=scale[1], max_size=scale[0])
+        self.model, self.device = model.eval().to(device), device
+        self.row, self.sync = ModelTiming(TORCHVISION), common.cuda_sync(device)
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def to_tensor(self, data: bytes) -> torch.Tensor:
+        """Encoded bytes → RGB float (3, H, W) in [0, 1], decoded with the same OpenCV call as ours."""
+        from model_zoo.images import load_image
+
+        bgr = load_image(data)
+        return torch.from_numpy(bgr[:, :, ::-1].copy()).to(self.device).permute(2, 0, 1).float().div_(255)
+
+    @torch.inference_mode()
+    def forward(self, tensor: torch.Tensor) -> int:
+        return int(self.model([tensor])[0]["boxes"].shape[0])
+
+    def end_to_end(self, image: BenchImage) -> tuple[float, int]:
+        return clock(lambda: self.forward(self.to_tensor(image.data)), self.sync)
+
+    def model_only(self, image: BenchImage) -> float:
+        if image.name not in self.tensors:
+            self.tensors[image.name] = self.to_tensor(image.data)
+        return clock(lambda: self.forward(self.tensors[image.name]), self.sync)[0]
+
+
+class MmdetWorker:
+    """This script running ``mmdet-worker`` in the reference venv: one JSON line per request."""
+
+    def __init__(self, python: Path, spec: dict[str, Any], work_dir: Path) -> None:
+        spec_path = work_dir / "mmdet_worker.json"
+        spec_path.write_text(json.dumps(spec))
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen([str(python), str(SCRIPT), "mmdet-worker", str(spec_path)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.stderr, text=True)  # fmt: skip
+        self.request({"op": "ready"})
+
+    def request(self, command: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.process.stdin.write(json.dumps(command) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            self.stderr.seek(0)
+            tail = " / ".join(self.stderr.read().strip().splitlines()[-3:])
+            raise RuntimeError(f"mmdet worker exited ({self.process.poll()}): {tail}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.process.stdin.close()
+                self.process.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+        self.stderr.close()
+
+
+class Mmdet:
+    """One mmdet variant, timed inside the worker (the pipe round trip is not counted)."""
+
+    def __init__(self, worker: MmdetWorker, alias: str) -> None:
+        self.worker, self.alias, self.row = worker, alias, ModelTiming(f"mmdet {alias}")
+
+    def end_to_end(self, image: BenchImage) -> tuple[float, int]:
+        reply = self.worker.request({"op": "e2e", "variant": self.alias, "image": str(image.path)})
+        return reply["seconds"], reply["detections"]
+
+    def model_only(self, image: BenchImage) -> float:
+        return self.worker.request({"op": "model", "variant": self.alias, "image": str(image.path)})["seconds"]
+
+
+def mmdet_worker(spec_path: Path) -> int:
+    """Runs inside the reference venv: load every variant, then time one call per stdin request."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # mmdet/mmengine print to stdout: keep the protocol stream clean
+    from mmdet.apis import inference_detector
+    from mmdet.utils import get_test_pipeline_cfg
+    from mmengine.dataset import Compose
+
+    from model_zoo.registry import load_registry
+    from tools.parity import mmdet_model
+
+    spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(spec["threads"])
+    registry, sync = load_registry(), common.cuda_sync(spec["device"])
+    models = {alias: mmdet_model(registry.resolve(alias), tuple(spec["scale"]), Path(path)).to(spec["device"])
+              for alias, path in spec["checkpoints"].items()}  # fmt: skip
+    batches: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def prepared(alias: str, path: str) -> dict[str, Any]:
+        if (alias, path) not in batches:
+            data = Compose(get_test_pipeline_cfg(models[alias].cfg.copy()))({"img_path": path, "img_id": 0})
+            batches[alias, path] = {"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}
+        return batches[alias, path]
+
+    def test_step(alias: str, path: str) -> None:
+        with torch.no_grad():
+            models[alias].test_step(prepared(alias, path))
+
+    for line in sys.stdin:
+        command = json.loads(line)
+        try:
+            if command["op"] == "quit":
+                break
+            if command["op"] == "ready":
+                reply: dict[str, Any] = {"ready": True}
+            elif command["op"] == "e2e":
+                seconds, sample = clock(lambda: inference_detector(models[command["variant"]], command["image"]), sync)
+                reply = {"seconds": seconds, "detections": len(sample.pred_instances)}
+            else:
+                prepared(command["variant"], command["image"])
+                reply = {"seconds": clock(lambda: test_step(command["variant"], command["image"]), sync)[0]}
+        except Exception as error:  # noqa: BLE001 - sent back, reported as that model's failure
+            reply = {"error": error_text(error)}
+        protocol.write(json.dumps(reply) + "\n")
+    return 0
+
+
+# --- building and timing ---------------------------------------------------------------------------
 
 
 def scaled_registry(scale: tuple[int, int]):
@@ -147,31 +330,52 @@ def precision_kwargs(precision: str) -> dict[str, str]:
     return {"precision": precision}
 
 
-def bench_ours(alias: str, checkpoint: Path, registry, images: Sequence[BenchImage], args, precision: str,
-               keep: dict[str, Any] | None = None) -> ModelTiming:  # fmt: skip
-    """Time one variant; ``keep`` (if given) receives each image's last DetectionResult."""
+def our_detector(alias: str, checkpoint: Path, registry, device: str, precision: str):
     from model_zoo.predictor import load_detector
 
-    detector = load_detector(alias, checkpoint, registry=registry, device=args.device, verify_hash=False, **precision_kwargs(precision))
-    sync = common.cuda_sync(args.device)
-    timing = ModelTiming(alias, precision)
-    for image in images:
-        last: list[Any] = []
-        e2e = common.time_call(lambda: last.append(detector.predict(image.data)), repeats=args.repeats, warmup=args.warmup, sync=sync)
-        prepared = detector.prepare(image.data)
-        model = common.time_call(lambda: detector.infer([prepared]), repeats=args.repeats, warmup=0, sync=sync)
-        timing.per_image.append(image_record(image.name, e2e, model, len(last[-1].detections)))
-        if keep is not None:
-            keep[image.name] = last[-1]
-    return timing
+    return load_detector(alias, checkpoint, registry=registry, device=device, verify_hash=False, **precision_kwargs(precision))
 
 
-def fp32_detections(alias: str, checkpoint: Path, registry, images: Sequence[BenchImage], device: str) -> dict[str, Any]:
-    """Untimed fp32 detections per image, the reference a reduced-precision run is matched against."""
-    from model_zoo.predictor import load_detector
+def time_interleaved(contestants: Sequence[Contestant], images: Sequence[BenchImage], repeats: int, warmup: int,
+                     log: Callable[[str], None] = print) -> None:  # fmt: skip
+    """Fill each contestant's row: per image, ``warmup`` untimed calls each, then ``repeats``
+    rounds of one call per contestant in a rotating order (end to end, then model only). A
+    contestant that raises gets its row's ``error`` and leaves the run."""
+    for index, image in enumerate(images, 1):
+        active = [c for c in contestants if not c.row.error]
+        e2e: dict[int, list[float]] = {id(c): [] for c in active}
+        model: dict[int, list[float]] = {id(c): [] for c in active}
+        found: dict[int, int] = {}
 
-    detector = load_detector(alias, checkpoint, registry=registry, device=device, verify_hash=False, **precision_kwargs("fp32"))
-    return {image.name: detector.predict(image.data) for image in images}
+        def call(contestant: Contestant, what: str, record: bool = True) -> None:
+            if contestant.row.error:
+                return
+            try:
+                if what == "e2e":
+                    seconds, found[id(contestant)] = contestant.end_to_end(image)
+                else:
+                    seconds = contestant.model_only(image)
+            except Exception as error:  # noqa: BLE001 - reported in the table and the exit status
+                contestant.row.error = error_text(error)
+                log(f"  {contestant.row.model} {contestant.row.precision}: FAILED {contestant.row.error}")
+                return
+            if record:
+                (e2e if what == "e2e" else model)[id(contestant)].append(seconds)
+
+        for contestant in active:
+            for _ in range(warmup):
+                call(contestant, "e2e", record=False)
+        for what in ("e2e", "model"):
+            for round_ in range(repeats):
+                shift = round_ % len(active)
+                for contestant in active[shift:] + active[:shift]:
+                    call(contestant, what)
+        for contestant in active:
+            if not contestant.row.error:
+                key = id(contestant)
+                contestant.row.per_image.append(image_record(image.name, e2e[key], model[key], found[key]))
+        log(f"image {index}/{len(images)} {image.name}: " + ", ".join(
+            f"{c.row.model} {c.row.precision} {c.row.per_image[-1]['e2e_s']:.2f} s" for c in active if not c.row.error))
 
 
 def reproduced(reference: dict[str, Any], candidate: dict[str, Any]) -> tuple[int, int, int]:
@@ -189,79 +393,73 @@ def reproduced(reference: dict[str, Any], candidate: dict[str, Any]) -> tuple[in
     return matched, total, extra
 
 
-# --- torchvision --------------------------------------------------------------------------------
+def build(args: argparse.Namespace, work_dir: Path, stack: list[Callable[[], None]]) -> tuple[list[Contestant], dict[str, Path]]:
+    """Every contestant in table order (torchvision, then per variant ours and mmdet; one that
+    cannot be built is a failed row) and the synthetic checkpoint of each variant. Cleanup
+    callbacks go to ``stack``."""
+    from model_zoo.synth import write_synthetic_checkpoint
+
+    registry = scaled_registry(args.scale)
+    contestants: list[Contestant] = []
+    if not args.no_torchvision:
+        contestants.append(Torchvision(args.scale, args.device, args.seed))
+    checkpoints = {a: write_synthetic_checkpoint(registry.resolve(a), work_dir / f"{a}_seed{args.seed}.pth", seed=args.seed) for a in args.variants}
+    worker, worker_error = None, None
+    if args.mmdet_python is not None:
+        try:
+            spec = {"checkpoints": {a: str(p) for a, p in checkpoints.items()}, "scale": list(args.scale),
+                    "threads": args.threads, "device": args.device}  # fmt: skip
+            worker = MmdetWorker(args.mmdet_python, spec, work_dir)
+            stack.append(worker.close)
+        except Exception as error:  # noqa: BLE001 - every mmdet row reports it
+            worker_error = error_text(error)
+    for alias in args.variants:
+        for precision in args.precision:
+            row = ModelTiming(alias, precision)
+            try:
+                contestants.append(Ours(our_detector(alias, checkpoints[alias], registry, args.device, precision), row, common.cuda_sync(args.device)))
+            except Exception as error:  # noqa: BLE001
+                contestants.append(_Failed(dataclasses.replace(row, error=error_text(error))))
+        if args.mmdet_python is not None:
+            contestants.append(Mmdet(worker, alias) if worker else _Failed(ModelTiming(f"mmdet {alias}", error=worker_error)))
+    return contestants, checkpoints
 
 
-def bench_torchvision(images: Sequence[BenchImage], scale: tuple[int, int], args) -> ModelTiming:
-    """torchvision's plain Faster R-CNN R50-FPN (random weights) resizing to the same ``scale``."""
-    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+@dataclass
+class _Failed:
+    """A contestant that could not even be built: only its row, with the error; never called."""
 
-    from model_zoo.images import load_image
+    row: ModelTiming
 
-    torch.manual_seed(args.seed)
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=scale[1], max_size=scale[0])
-    model = model.eval().to(args.device)
-    sync = common.cuda_sync(args.device)
+    def end_to_end(self, image: BenchImage) -> tuple[float, int]:
+        raise RuntimeError(self.row.error)
 
-    def to_tensor(data: bytes) -> torch.Tensor:
-        """Encoded bytes → RGB float (3, H, W) in [0, 1], decoded with the same OpenCV call as ours."""
-        bgr = load_image(data)
-        return torch.from_numpy(bgr[:, :, ::-1].copy()).to(args.device).permute(2, 0, 1).float().div_(255)
-
-    @torch.inference_mode()
-    def forward(tensor: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        return model([tensor])
-
-    timing = ModelTiming(TORCHVISION)
-    for image in images:
-        last: list[Any] = []
-        e2e = common.time_call(lambda: last.append(forward(to_tensor(image.data))), repeats=args.repeats, warmup=args.warmup, sync=sync)
-        tensor = to_tensor(image.data)
-        model_times = common.time_call(lambda: forward(tensor), repeats=args.repeats, warmup=0, sync=sync)
-        timing.per_image.append(image_record(image.name, e2e, model_times, int(last[-1][0]["boxes"].shape[0])))
-    return timing
+    def model_only(self, image: BenchImage) -> float:
+        raise RuntimeError(self.row.error)
 
 
-# --- mmdet (reference venv, a subprocess running this file) ----------------------------------------
-
-
-def bench_mmdet(python: Path, alias: str, checkpoint: Path, images: Sequence[BenchImage], scale: tuple[int, int], args) -> ModelTiming:
-    payload = {"variant": alias, "checkpoint": str(checkpoint), "images": [str(i.path) for i in images], "scale": list(scale),
-               "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads, "device": args.device}  # fmt: skip
-    result = common.run_reference_worker(python, SCRIPT, ["mmdet-worker"], payload)
-    return ModelTiming(f"mmdet {alias}", "fp32", result["per_image"])
-
-
-def mmdet_worker(spec_path: Path, out_path: Path) -> int:
-    """Runs inside the reference venv: time ``inference_detector`` and ``test_step`` for one variant."""
-    from mmdet.apis import inference_detector
-    from mmdet.utils import get_test_pipeline_cfg
-    from mmengine.dataset import Compose
-
-    from model_zoo.registry import load_registry
-    from tools.parity import mmdet_model
-
-    spec = json.loads(Path(spec_path).read_text())
-    torch.set_num_threads(spec["threads"])
-    entry = load_registry().resolve(spec["variant"])
-    model = mmdet_model(entry, tuple(spec["scale"]), Path(spec["checkpoint"])).to(spec["device"])
-    pipeline = Compose(get_test_pipeline_cfg(model.cfg.copy()))
-    sync = common.cuda_sync(spec["device"])
-    per_image = []
-    for path in spec["images"]:
-        last: list[Any] = []
-        e2e = common.time_call(lambda: last.append(inference_detector(model, path)), repeats=spec["repeats"], warmup=spec["warmup"], sync=sync)
-        data = pipeline({"img_path": path, "img_id": 0})
-        batch = {"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}
-
-        def test_step() -> None:
-            with torch.no_grad():
-                model.test_step(batch)
-
-        model_times = common.time_call(test_step, repeats=spec["repeats"], warmup=0, sync=sync)
-        per_image.append(image_record(Path(path).name, e2e, model_times, len(last[-1].pred_instances)))
-    Path(out_path).write_text(json.dumps({"per_image": per_image}))
-    return 0
+def run(args: argparse.Namespace, work_dir: Path) -> tuple[list[BenchImage], list[ModelTiming]]:
+    """The image set and every row, in table order."""
+    images = load_images(args.images, args.num_images, work_dir)
+    cleanup: list[Callable[[], None]] = []
+    try:
+        contestants, checkpoints = build(args, work_dir, cleanup)
+        time_interleaved(contestants, images, args.repeats, args.warmup)
+    finally:
+        for close in cleanup:
+            close()
+    ours = [c for c in contestants if isinstance(c, Ours) and not c.row.error]
+    for contestant in ours:
+        if contestant.row.precision == "fp32":
+            continue
+        fp32 = next((c for c in ours if c.row.model == contestant.row.model and c.row.precision == "fp32"), None)
+        if fp32 is None:  # fp32 not timed: its detections, untimed
+            detector = our_detector(contestant.row.model, checkpoints[contestant.row.model], scaled_registry(args.scale), args.device, "fp32")
+            reference = {image.name: detector.predict(image.data) for image in images}
+        else:
+            reference = fp32.last
+        contestant.row.reproduced = reproduced(reference, contestant.last)
+    return images, [c.row for c in contestants]
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -300,17 +498,14 @@ def results_table(rows: Sequence[ModelTiming]) -> str:
     return common.markdown_table(headers, table)
 
 
-def entry_text(args, argv: Sequence[str], rows: Sequence[ModelTiming], images: Sequence[BenchImage], machine: dict[str, Any],
-               mmdet_note: str) -> str:  # fmt: skip
-    versions = common.software_versions()
-    head = common.entry_header("speed (benchmarks/speed.py)", common.command_line("benchmarks/speed.py", argv), machine, versions, args.threads)
-    load_end = [round(x, 2) for x in os.getloadavg()]
+def entry_text(args, argv: Sequence[str], rows: Sequence[ModelTiming], images: Sequence[BenchImage], machine: dict[str, Any]) -> str:
+    head = common.entry_header("speed (benchmarks/speed.py)", common.command_line("benchmarks/speed.py", argv), machine,
+                               common.software_versions(), args.threads)  # fmt: skip
     return head + (
         f"- Setting: scale {args.scale[0]}×{args.scale[1]} (long×short), device {args.device}, {len(images)} images "
         f"({', '.join(i.name for i in images)}), median of {args.repeats} after {args.warmup} warm-up per image, "
-        f"mean over images; synthetic weights seed {args.seed}; mmdet: {mmdet_note}\n"
-        f"- Shared machine: other processes may have been running (load average {machine['loadavg'][0]} at start, "
-        f"{load_end[0]} at end, {machine['cores']} cores)\n\n" + results_table(rows)
+        f"models interleaved call by call, mean over images; synthetic weights seed {args.seed}; mmdet: {args.mmdet_note}\n"
+        + common.load_note(machine) + "\n" + results_table(rows)
     )
 
 
@@ -327,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="fp32", help="comma-separated, e.g. fp32,bf16 (as the engine's load_detector(precision=...) offers)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--images", type=Path, nargs="+", default=[IMAGES],
-                        help=f"image files and/or folders (default: {IMAGES.relative_to(common.REPO_ROOT)}; no images → generated scenes)")
+                        help=f"image files and/or folders (default: {IMAGES.relative_to(common.REPO_ROOT)}; no images → generated scenes)")  # fmt: skip
     parser.add_argument("--num-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--seed", type=int, default=0, help="synthetic-weights seed")
     parser.add_argument("--mmdet-python", default=None, help=f"reference interpreter (default: {common.DEFAULT_REFERENCE_PYTHON} if it imports mmdet)")
@@ -362,57 +557,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def attempt(model: str, precision: str, measure: Callable[[], ModelTiming], log: Callable[[str], None]) -> ModelTiming:
-    """``measure()``, or a failed row carrying the error's last line: one model that cannot run
-    (e.g. an op without a bf16 kernel) must not cost the timings of the others."""
-    try:
-        timing = measure()
-    except Exception as error:  # noqa: BLE001 - reported in the table and the exit status
-        lines = str(error).strip().splitlines() or [""]
-        timing = ModelTiming(model, precision, error=f"{type(error).__name__}: {lines[-1][:200]}".replace("|", "/"))
-    log(f"{model} {precision}: " + (f"FAILED {timing.error}" if timing.error else f"{timing.e2e_s:.3f} s/img end to end"))
-    return timing
-
-
-def run(args: argparse.Namespace, work_dir: Path, log: Callable[[str], None] = print) -> tuple[list[BenchImage], list[ModelTiming]]:
-    """The image set and every timing, in table order: torchvision, then per variant ours and mmdet."""
-    images = load_images(args.images, args.num_images, work_dir)
-    registry = scaled_registry(args.scale)
-    rows: list[ModelTiming] = []
-    if not args.no_torchvision:
-        rows.append(attempt(TORCHVISION, "fp32", lambda: bench_torchvision(images, args.scale, args), log))
-    from model_zoo.synth import write_synthetic_checkpoint
-
-    for alias in args.variants:
-        checkpoint = write_synthetic_checkpoint(registry.resolve(alias), work_dir / f"{alias}_seed{args.seed}.pth", seed=args.seed)
-        results: dict[str, dict[str, Any]] = {}
-        for precision in args.precision:
-            kept: dict[str, Any] = {}
-            rows.append(attempt(alias, precision, lambda: bench_ours(alias, checkpoint, registry, images, args, precision, keep=kept), log))
-            if rows[-1].error:
-                continue
-            results[precision] = kept
-            if precision != "fp32":
-                if "fp32" not in args.precision and "fp32" not in results:
-                    results["fp32"] = fp32_detections(alias, checkpoint, registry, images, args.device)
-                if "fp32" in results:
-                    rows[-1].reproduced = reproduced(results["fp32"], kept)
-        if args.mmdet_python is not None:
-            rows.append(attempt(f"mmdet {alias}", "fp32", lambda: bench_mmdet(args.mmdet_python, alias, checkpoint, images, args.scale, args), log))
-        checkpoint.unlink()
-    return images, rows
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["mmdet-worker"]:
-        return mmdet_worker(Path(argv[1]), Path(argv[2]))
+        return mmdet_worker(Path(argv[1]))
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     machine = common.machine_info()
     with tempfile.TemporaryDirectory(prefix="attnzoo-speed-") as tmp:
         images, rows = run(args, Path(tmp))
-    text = entry_text(args, argv, rows, images, machine, args.mmdet_note)
+    text = entry_text(args, argv, rows, images, machine)
     print("\n" + text)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "threads": args.threads, "scale": list(args.scale),

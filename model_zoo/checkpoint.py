@@ -51,9 +51,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{str(path)!r} is not a plain-tensor checkpoint (refused by the safe loader: {exc})") from None
+        raise CheckpointError(
+            f"{str(path)!r} is not a plain-tensor checkpoint (refused by the safe loader: {_unpickler_reason(exc)})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(f"{str(path)!r} cannot be read as a PyTorch checkpoint (truncated or corrupt?): {exc}") from None
+        raise CheckpointError(
+            f"{str(path)!r} cannot be read as a PyTorch checkpoint (truncated or corrupt?): {_one_line(str(exc))}"
+        ) from None
     if isinstance(raw, Mapping) and "state_dict" in raw:
         state_dict, meta = raw["state_dict"], raw.get("meta") or {}
     elif isinstance(raw, Mapping) and raw and all(isinstance(v, torch.Tensor) for v in raw.values()):
@@ -64,6 +68,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{str(path)!r}: 'state_dict' is not a mapping of tensors")
     return {_current_name(k): v for k, v in state_dict.items()}, dict(meta) if isinstance(meta, Mapping) else {}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The specific reason inside torch's long weights-only refusal, on one line."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+    return _one_line(text) or type(exc).__name__
 
 
 def _current_name(key: str) -> str:

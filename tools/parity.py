@@ -55,7 +55,7 @@ DET_IOU = 0.99
 DET_SCORE_ATOL = 2e-3
 PROPOSAL_IOU = 0.99
 FEATURE_RTOL = 1e-4  # |Δ| of a sampled value / statistic, relative to that tensor's std
-INPUT_ATOL = 1e-5  # normalised pixels: any resize/decode difference moves them by >= 1/58
+INPUT_ATOL = 1e-5  # normalised pixels (samples and projection): one uint8 level is 1/58
 
 
 # --- fixture encoding --------------------------------------------------------------------------
@@ -74,15 +74,30 @@ def sample_indices(numel: int, count: int = NUM_SAMPLES) -> np.ndarray:
     return np.unique(np.linspace(0, numel - 1, count + 2).round().astype(np.int64)[1:-1])
 
 
+def hash_signs(numel: int) -> np.ndarray:
+    """A fixed pseudo-random ±1 per element: splitmix64 of the flat index (no RNG, so no version drift)."""
+    z = np.arange(numel, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return 1.0 - 2.0 * (z >> np.uint64(63)).astype(np.float64)
+
+
 def tensor_summary(tensor: torch.Tensor) -> dict[str, Any]:
-    """Shape, robust statistics and sampled values of a feature map (1, C, H, W)."""
+    """Shape, statistics and sampled values of a tensor (1, C, H, W), in its logical (NCHW) order.
+
+    ``projection`` = Σ x_i s_i / √N with fixed signs s_i: a whole-tensor checksum in the units of x
+    that any broad difference moves (a single input pixel one level off moves it by ~1/(58 √N)).
+    """
     flat = tensor.detach().double().reshape(-1)
+    signs = torch.from_numpy(hash_signs(flat.numel()))
     return {
         "shape": list(tensor.shape),
         "mean": f32(flat.mean()),
         "std": f32(flat.std()),
         "abs_mean": f32(flat.abs().mean()),
         "abs_max": f32(flat.abs().max()),
+        "projection": float(f"{((flat * signs).sum() / math.sqrt(flat.numel())).item():.10g}"),
         "samples": f32(flat[torch.from_numpy(sample_indices(flat.numel()))].numpy()),
     }
 
@@ -110,8 +125,8 @@ def list_images(folder: Path = IMAGES) -> list[Path]:
 
 def with_scale(entry: VariantEntry, scale: tuple[int, int]) -> VariantEntry:
     """``entry`` with its test-time keep-ratio scale replaced."""
-    arch = entry.arch
-    return dataclasses.replace(entry, arch=dataclasses.replace(arch, preprocess=dataclasses.replace(arch.preprocess, scale=tuple(scale))))
+    preprocess = dataclasses.replace(entry.arch.preprocess, scale=tuple(scale))
+    return dataclasses.replace(entry, arch=dataclasses.replace(entry.arch, preprocess=preprocess))
 
 
 # --- matching (used by compare and the CI tests) -----------------------------------------------
@@ -194,6 +209,7 @@ def feature_diffs(reference: dict[str, Any], tensor: torch.Tensor) -> dict[str, 
     samples = np.abs(np.asarray(ours["samples"]) - np.asarray(reference["samples"])).max(initial=0.0)
     return {
         "samples": float(samples) / std,
+        "projection": abs(ours["projection"] - reference["projection"]) / std,
         "mean": abs(ours["mean"] - reference["mean"]) / std,
         "std": abs(ours["std"] - reference["std"]) / std,
         "abs_max": abs(ours["abs_max"] - reference["abs_max"]) / std,
@@ -277,7 +293,8 @@ def compare_image(variant: str, scale: str, name: str, reference: dict[str, Any]
     problems: list[str] = []
     where = f"{variant} @ {scale} / {name}"
     ref_input = reference["input"]
-    input_diff = feature_diffs(ref_input, captured.input).get("samples", math.inf) * max(ref_input["std"], 1e-12)
+    input_diffs = feature_diffs(ref_input, captured.input)
+    input_diff = max(input_diffs.get("samples", math.inf), input_diffs.get("projection", math.inf)) * max(ref_input["std"], 1e-12)
     if list(captured.input.shape) != ref_input["shape"]:
         problems.append(f"{where}: preprocessed input shape {list(captured.input.shape)} != mmdet {ref_input['shape']}")
     elif input_diff > INPUT_ATOL:

@@ -33,7 +33,9 @@ class DeformConv2dPack(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (Tensor[N, C_in, H, W]) → Tensor[N, C_out, H / stride, W / stride]."""
         offset = self.conv_offset(x)
-        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=1)
+        # torchvision's CPU kernel has no bf16/fp16 path: under autocast, DCN runs in fp32.
+        dtype = self.weight.dtype
+        return deform_conv2d(x.to(dtype), offset.to(dtype), self.weight, self.bias, stride=self.stride, padding=1)
 
 
 class Bottleneck(nn.Module):

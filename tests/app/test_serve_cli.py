@@ -78,7 +78,10 @@ def test_serve_refuses_bad_configuration_in_one_line(monkeypatch, capsys, args, 
         if name.startswith("ATTNZOO_"):
             monkeypatch.delenv(name)
     for name in ("ATTNZOO_HOST", "ATTNZOO_PORT", "ATTNZOO_VARIANTS", "ATTNZOO_DEVICE", "ATTNZOO_METAFILE", "ATTNZOO_WEIGHTS_DIR"):
-        monkeypatch.delenv(name, raising=False)  # the command exports these; undo restores their absence
+        # The command exports these. Recording the absence needs a set first: monkeypatch.delenv of
+        # an unset variable records nothing, and the command's value would leak into later tests.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()  # the factory must read this environment, not a cached one

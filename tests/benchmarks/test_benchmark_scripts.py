@@ -110,17 +110,43 @@ def test_forward_peak_bytes_counts_live_temporaries() -> None:
     assert 8_000_000 <= peak < 8_100_000
 
 
-def test_a_model_that_fails_becomes_a_failed_row_not_a_lost_run() -> None:
-    def broken() -> speed.ModelTiming:
-        raise RuntimeError("deep inside\n\"deformable_im2col\" not implemented for 'BFloat16' | x")
+class Recorder:
+    """A contestant that answers instantly and records the order of calls; ``fail_at`` makes its
+    n-th call raise (like an op without a bf16 kernel)."""
 
-    ok = speed.ModelTiming("attn0010", "fp32", [speed.image_record("a.jpg", [2.0], [1.0], 3)])
-    failed = speed.attempt("attn0010-dcn", "bf16", broken, log=lambda line: None)
-    assert failed.error == "RuntimeError: \"deformable_im2col\" not implemented for 'BFloat16' / x"
-    assert failed.e2e_s is None and failed.to_dict()["error"] == failed.error
-    table = speed.results_table([ok, failed])
-    assert "| attn0010 | fp32 | 2.000 | 1.000 |" in table
-    assert "| attn0010-dcn | bf16 | failed: RuntimeError: " in table and table.count("\n") == 4
+    def __init__(self, name: str, calls: list[str], fail_at: int | None = None) -> None:
+        self.row, self.calls, self.fail_at = speed.ModelTiming(name), calls, fail_at
+
+    def _call(self, what: str) -> float:
+        self.calls.append(f"{self.row.model}:{what}")
+        if self.fail_at is not None and sum(c.startswith(self.row.model) for c in self.calls) == self.fail_at:
+            raise RuntimeError("deep inside\n\"deformable_im2col\" not implemented for 'BFloat16' | x")
+        return 0.5 if what == "e2e" else 0.25
+
+    def end_to_end(self, image) -> tuple[float, int]:
+        return self._call("e2e"), 7
+
+    def model_only(self, image) -> float:
+        return self._call("model")
+
+
+def test_interleaving_rotates_models_and_a_failure_is_a_row_not_a_lost_run() -> None:
+    calls: list[str] = []
+    a, b, broken = Recorder("a", calls), Recorder("b", calls), Recorder("broken", calls, fail_at=3)
+    image = speed.BenchImage("x.jpg", Path("x.jpg"), b"")
+    speed.time_interleaved([a, b, broken], [image], repeats=3, warmup=1, log=lambda line: None)
+
+    # warm-up, then each round starts one model later; `broken` fails on its third call.
+    assert calls[:3] == ["a:e2e", "b:e2e", "broken:e2e"]
+    assert calls[3:9] == ["a:e2e", "b:e2e", "broken:e2e", "b:e2e", "broken:e2e", "a:e2e"]
+    assert calls[9:] == ["a:e2e", "b:e2e"] + ["a:model", "b:model", "b:model", "a:model", "a:model", "b:model"]
+    assert a.row.per_image == [speed.image_record("x.jpg", [0.5] * 3, [0.25] * 3, 7)]
+    assert broken.row.error == "RuntimeError: \"deformable_im2col\" not implemented for 'BFloat16' / x"
+    assert broken.row.per_image == [] and broken.row.e2e_s is None
+
+    table = speed.results_table([a.row, broken.row])
+    assert "| a | fp32 | 0.500 | 0.250 |" in table
+    assert "| broken | fp32 | failed: RuntimeError: " in table and table.count("\n") == 4
 
 
 def test_stage3_shape_matches_the_issue() -> None:
