@@ -127,10 +127,14 @@ def _init_attention(key: str, name: str, shape: tuple[int, ...], g: torch.Genera
         return torch.full(shape, 0.5)
     if name in ("appr_bias", "geom_bias"):
         return _normal(shape, 0.3, g)
-    if ".query_conv." in key or ".key_conv." in key:
+    # Strong enough that a mistake in any attention term moves the detections (parity must see
+    # it), soft enough that the softmax is not one-hot (detections stay stable under float noise).
+    if ".query_conv." in key:
         return _normal(shape, 0.3 / shape[1], g)
+    if ".key_conv." in key:
+        return _normal(shape, 30.0 / shape[1], g)
     if ".appr_geom_fc_" in key:
-        return _normal(shape, 0.3 / shape[1], g)
+        return _normal(shape, 10.0 / shape[1], g)
     if ".proj_conv." in key and name == "bias":
         return _normal(shape, 0.01, g)
     return _normal(shape, _fan_in_std(shape, gain=1.0), g)
