@@ -16,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -153,7 +154,7 @@ def reference_python(requested: str | None, module: str) -> tuple[Path | None, s
         if requested:
             raise ValueError(f"reference interpreter {str(path)!r} does not exist")
         return None, f"no reference env at {path}"
-    probe = subprocess.run([str(path), "-c", f"import {module}; print({module}.__version__)"], capture_output=True, text=True)
+    probe = subprocess.run([str(path), "-c", f"import {module}; print({module}.__version__)"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         if requested:
             raise ValueError(f"{path} cannot import {module}: {probe.stderr.strip().splitlines()[-1:]}")
@@ -169,7 +170,7 @@ def run_reference_worker(python: Path, script: Path, worker_args: Sequence[str],
     with tempfile.TemporaryDirectory(prefix="attnzoo-bench-") as tmp:
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec.write_text(json.dumps(payload))
-        done = subprocess.run([str(python), str(script), *worker_args, str(spec), str(out)], capture_output=True, text=True)
+        done = subprocess.run([str(python), str(script), *worker_args, str(spec), str(out)], capture_output=True, text=True, check=False)
         if done.returncode != 0 or not out.exists():
             tail = "\n".join(done.stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"reference worker {script.name} {' '.join(worker_args)} failed (exit {done.returncode}):\n{tail}")

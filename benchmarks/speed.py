@@ -32,9 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -211,7 +213,7 @@ class MmdetWorker:
     def __init__(self, python: Path, spec: dict[str, Any], work_dir: Path) -> None:
         spec_path = work_dir / "mmdet_worker.json"
         spec_path.write_text(json.dumps(spec))
-        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - the worker's lifetime; closed in close()
         self.process = subprocess.Popen([str(python), str(SCRIPT), "mmdet-worker", str(spec_path)], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.stderr, text=True)  # fmt: skip
         self.request({"op": "ready"})
@@ -293,11 +295,11 @@ def mmdet_worker(spec_path: Path) -> int:
             if command["op"] == "ready":
                 reply: dict[str, Any] = {"ready": True}
             elif command["op"] == "e2e":
-                seconds, sample = clock(lambda: inference_detector(models[command["variant"]], command["image"]), sync)
+                seconds, sample = clock(partial(inference_detector, models[command["variant"]], command["image"]), sync)
                 reply = {"seconds": seconds, "detections": len(sample.pred_instances)}
             else:
                 prepared(command["variant"], command["image"])
-                reply = {"seconds": clock(lambda: test_step(command["variant"], command["image"]), sync)[0]}
+                reply = {"seconds": clock(partial(test_step, command["variant"], command["image"]), sync)[0]}
         except Exception as error:  # noqa: BLE001 - sent back, reported as that model's failure
             reply = {"error": error_text(error)}
         protocol.write(json.dumps(reply) + "\n")
@@ -338,44 +340,49 @@ def our_detector(alias: str, checkpoint: Path, registry, device: str, precision:
 
 def time_interleaved(contestants: Sequence[Contestant], images: Sequence[BenchImage], repeats: int, warmup: int,
                      log: Callable[[str], None] = print) -> None:  # fmt: skip
-    """Fill each contestant's row: per image, ``warmup`` untimed calls each, then ``repeats``
-    rounds of one call per contestant in a rotating order (end to end, then model only). A
-    contestant that raises gets its row's ``error`` and leaves the run."""
+    """Fill each contestant's row, image by image (see :func:`time_image`)."""
     for index, image in enumerate(images, 1):
         active = [c for c in contestants if not c.row.error]
-        e2e: dict[int, list[float]] = {id(c): [] for c in active}
-        model: dict[int, list[float]] = {id(c): [] for c in active}
-        found: dict[int, int] = {}
-
-        def call(contestant: Contestant, what: str, record: bool = True) -> None:
-            if contestant.row.error:
-                return
-            try:
-                if what == "e2e":
-                    seconds, found[id(contestant)] = contestant.end_to_end(image)
-                else:
-                    seconds = contestant.model_only(image)
-            except Exception as error:  # noqa: BLE001 - reported in the table and the exit status
-                contestant.row.error = error_text(error)
-                log(f"  {contestant.row.model} {contestant.row.precision}: FAILED {contestant.row.error}")
-                return
-            if record:
-                (e2e if what == "e2e" else model)[id(contestant)].append(seconds)
-
-        for contestant in active:
-            for _ in range(warmup):
-                call(contestant, "e2e", record=False)
-        for what in ("e2e", "model"):
-            for round_ in range(repeats):
-                shift = round_ % len(active)
-                for contestant in active[shift:] + active[:shift]:
-                    call(contestant, what)
-        for contestant in active:
-            if not contestant.row.error:
-                key = id(contestant)
-                contestant.row.per_image.append(image_record(image.name, e2e[key], model[key], found[key]))
+        time_image(active, image, repeats, warmup, log)
         log(f"image {index}/{len(images)} {image.name}: " + ", ".join(
-            f"{c.row.model} {c.row.precision} {c.row.per_image[-1]['e2e_s']:.2f} s" for c in active if not c.row.error))
+            f"{c.row.model} {c.row.precision} {c.row.per_image[-1]['e2e_s']:.2f} s" for c in active if not c.row.error))  # fmt: skip
+
+
+def time_image(active: Sequence[Contestant], image: BenchImage, repeats: int, warmup: int, log: Callable[[str], None]) -> None:
+    """``warmup`` untimed calls each, then ``repeats`` rounds of one call per contestant in a
+    rotating order (end to end, then model only); appends one record to each row. A contestant
+    that raises gets its row's ``error`` and is skipped from then on."""
+    e2e: dict[int, list[float]] = {id(c): [] for c in active}
+    model: dict[int, list[float]] = {id(c): [] for c in active}
+    found: dict[int, int] = {}
+
+    def call(contestant: Contestant, what: str, record: bool = True) -> None:
+        if contestant.row.error:
+            return
+        try:
+            if what == "e2e":
+                seconds, found[id(contestant)] = contestant.end_to_end(image)
+            else:
+                seconds = contestant.model_only(image)
+        except Exception as error:  # noqa: BLE001 - reported in the table and the exit status
+            contestant.row.error = error_text(error)
+            log(f"  {contestant.row.model} {contestant.row.precision}: FAILED {contestant.row.error}")
+            return
+        if record:
+            (e2e if what == "e2e" else model)[id(contestant)].append(seconds)
+
+    for contestant in active:
+        for _ in range(warmup):
+            call(contestant, "e2e", record=False)
+    for what in ("e2e", "model"):
+        for round_ in range(repeats):
+            shift = round_ % len(active)
+            for contestant in [*active[shift:], *active[:shift]]:
+                call(contestant, what)
+    for contestant in active:
+        if not contestant.row.error:
+            key = id(contestant)
+            contestant.row.per_image.append(image_record(image.name, e2e[key], model[key], found[key]))
 
 
 def reproduced(reference: dict[str, Any], candidate: dict[str, Any]) -> tuple[int, int, int]:
