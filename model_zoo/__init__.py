@@ -21,7 +21,9 @@ _EXPORTS = {
     "model_zoo.registry": ("PublishedFigures", "Registry", "VariantEntry", "default_weights_dir", "load_registry"),
     "model_zoo.synth": ("write_synthetic_checkpoint",),
     "model_zoo.visualize": ("class_color", "draw_detections", "draw_heatmap", "grid", "titled"),
-    "model_zoo.attention_maps": ("AttentionMap", "AttentionQueryError", "attention_blocks", "attention_map"),
+    "model_zoo.attention_maps": (
+        "AttentionMap", "AttentionQueryError", "attention_blocks", "attention_map", "check_attention_query",
+    ),
     "model_zoo.weights": ("FetchResult", "WeightsStatus", "fetch_weights", "weights_path_for", "weights_status"),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -59,12 +59,28 @@ def attention_blocks(detector: Detector) -> dict[int, int]:
     return {stage: spec.stage_blocks[stage - 1] for stage in spec.attention.stages}
 
 
-def _block(detector: Detector, stage: int, block: int) -> GeneralizedAttention:
+def check_attention_query(detector: Detector, stage: int | None, block: int, head: int | None = None) -> int:
+    """Validate stage / block / head for ``detector``; return the stage (default: its first with attention).
+
+    Raises:
+        AttentionQueryError: naming the bad value and the valid ones.
+    """
     blocks = attention_blocks(detector)
+    if not blocks:
+        raise AttentionQueryError(f"variant {detector.variant} has no GeneralizedAttention blocks")
+    stage = min(blocks) if stage is None else stage
     if stage not in blocks:
         raise AttentionQueryError(f"stage {stage} of {detector.variant} has no attention; stages with attention: {sorted(blocks)}")
     if not 0 <= block < blocks[stage]:
         raise AttentionQueryError(f"block must be in 0..{blocks[stage] - 1} for stage {stage}, got {block}")
+    num_heads = detector.entry.arch.backbone.attention.num_heads  # type: ignore[union-attr]
+    if head is not None and not 0 <= head < num_heads:
+        raise AttentionQueryError(f"head must be in 0..{num_heads - 1} (or omitted: the average over heads), got {head}")
+    return stage
+
+
+def _block(detector: Detector, stage: int, block: int) -> GeneralizedAttention:
+    check_attention_query(detector, stage, block)
     module = getattr(detector.model.backbone, f"layer{stage}")[block].gen_attention_block
     assert isinstance(module, GeneralizedAttention)
     return module

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from model_zoo import AttentionMap, AttentionQueryError, Detector, attention_blocks, attention_map, draw_heatmap
+from model_zoo import AttentionMap, AttentionQueryError, attention_map, check_attention_query, draw_heatmap
 
 from ..decode import decode_upload
 from ..deps import MetricsDep, PoolDep, SettingsDep
@@ -50,26 +50,6 @@ router = APIRouter(
 )
 
 
-def check_query(detector: Detector, stage: int | None, block: int, head: int | None) -> int:
-    """Validate stage / block / head for ``detector``; the stage (default: its first with attention).
-
-    Raises:
-        AttentionQueryError: naming the bad value and the valid ones.
-    """
-    blocks = attention_blocks(detector)
-    if not blocks:
-        raise AttentionQueryError(f"variant {detector.variant} has no GeneralizedAttention blocks")
-    stage = min(blocks) if stage is None else stage
-    if stage not in blocks:
-        raise AttentionQueryError(f"stage {stage} of {detector.variant} has no attention; stages with attention: {sorted(blocks)}")
-    if not 0 <= block < blocks[stage]:
-        raise AttentionQueryError(f"block must be in 0..{blocks[stage] - 1} for stage {stage}, got {block}")
-    num_heads = _num_heads(detector)
-    if head is not None and not 0 <= head < num_heads:
-        raise AttentionQueryError(f"head must be in 0..{num_heads - 1} (or omitted: the average over heads), got {head}")
-    return stage
-
-
 @router.post(
     "",
     response_model=AttentionResponse,
@@ -97,7 +77,7 @@ async def attention(
     slot = pool.loaded(variant)
     detector = slot.detector
     assert detector is not None and slot.batcher is not None  # a loaded slot has both
-    stage = check_query(detector, stage, block, head)
+    stage = check_attention_query(detector, stage, block, head)
     with metrics.inflight.labels(slot.variant).track_inprogress():
         data = await read_image_bytes(request)
         image = (await run_in_threadpool(decode_upload, data, max_pixels=settings.max_pixels)).pixels
@@ -147,8 +127,3 @@ def heatmap_image(image: np.ndarray, amap: AttentionMap, weights: np.ndarray) ->
     inside = weights[amap.key_centers_y < height][:, amap.key_centers_x < width]
     return draw_heatmap(image, inside, amap.query_xy)
 
-
-def _num_heads(detector: Detector) -> int:
-    attention = detector.entry.arch.backbone.attention
-    assert attention is not None  # attention_blocks() was not empty
-    return attention.num_heads
