@@ -23,7 +23,7 @@ import torch
 from model_zoo.categories import COCO_CATEGORY_IDS, COCO_CLASSES
 from model_zoo.checkpoint import load_checkpoint
 from model_zoo.engine.detector import FasterRCNN, build_detector
-from model_zoo.engine.fuse import fold_batch_norms
+from model_zoo.engine.fuse import fold_batch_norms, read_rois_channels_last
 from model_zoo.engine.preprocess import ResizedImage, collate, rescale_size, resize_keep_ratio
 from model_zoo.errors import AttnzooError, ImageDecodeError, WeightsMissingError
 from model_zoo.images import ImageInput, load_image
@@ -119,6 +119,7 @@ class Detector:
         self.entry = entry
         # Inference-ready: eval mode, frozen BN folded into the convs (rounding-level change), on device.
         fold_batch_norms(model.eval().backbone)
+        read_rois_channels_last(model.roi_head.bbox_head)
         # Channels-last activations: about 30% faster convolutions on CPU (oneDNN) and on CUDA.
         self.model = model.to(device=device, memory_format=torch.channels_last)
         self.device = device

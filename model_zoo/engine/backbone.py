@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import deform_conv2d
 
 from .attention import GeneralizedAttention
+from .deform_conv import deform_conv2d
 from .spec import AttentionSpec, BackboneSpec
 
 EXPANSION = 4
@@ -32,10 +32,7 @@ class DeformConv2dPack(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (Tensor[N, C_in, H, W]) → Tensor[N, C_out, H / stride, W / stride]."""
-        offset = self.conv_offset(x)
-        # torchvision's CPU kernel has no bf16/fp16 path: under autocast, DCN runs in fp32.
-        dtype = self.weight.dtype
-        return deform_conv2d(x.to(dtype), offset.to(dtype), self.weight, self.bias, stride=self.stride, padding=1)
+        return deform_conv2d(x, self.conv_offset(x), self.weight, self.bias, stride=self.stride, padding=1)
 
 
 class Bottleneck(nn.Module):

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .backbone import Bottleneck, DeformConv2dPack, ResNet
+from .roi_head import Shared2FCBBoxHead
 
 
 def _folded(conv_weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,3 +57,19 @@ def fold_batch_norms(backbone: ResNet) -> ResNet:
             conv, bn = module.downsample
             module.downsample = nn.Sequential(_fold_conv(conv, bn))
     return backbone
+
+
+@torch.no_grad()
+def read_rois_channels_last(head: Shared2FCBBoxHead) -> Shared2FCBBoxHead:
+    """Reorder ``head``'s first fc from mmdet's (C, S, S) input order to (S, S, C), in place.
+
+    Every output is the same sum of products in another order (rounding-level change); the head
+    then flattens RoI features (K, C, S, S) as (K, S, S, C), a view when they are channels-last.
+    """
+    if head.reads_channels_last:
+        return head
+    fc = head.shared_fcs[0]
+    weight = fc.weight.view(fc.out_features, *head.roi_shape).permute(0, 2, 3, 1)
+    fc.weight.copy_(weight.reshape(fc.out_features, -1).clone())
+    head.reads_channels_last = True
+    return head

@@ -11,26 +11,33 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
 from .boxes import batched_nms, decode_deltas, rescale_boxes
+from .roi_align import roi_align
 from .spec import RoISpec
 
 
 class Shared2FCBBoxHead(nn.Module):
-    """flatten → fc → ReLU → fc → ReLU → (fc_cls, fc_reg); key names as mmdet's."""
+    """flatten → fc → ReLU → fc → ReLU → (fc_cls, fc_reg); key names as mmdet's.
+
+    mmdet flattens each RoI in (C, S, S) order. After ``fuse.read_rois_channels_last`` the first
+    fc's columns are in (S, S, C) order instead and the RoI features are flattened that way, which
+    for channels-last features is a view rather than a transpose.
+    """
 
     def __init__(self, in_channels: int, spec: RoISpec) -> None:
         super().__init__()
+        self.roi_shape = (in_channels, spec.output_size, spec.output_size)  # (C, S, S) of one RoI
         flat = in_channels * spec.output_size * spec.output_size
         widths = [flat] + [spec.fc_out_channels] * spec.num_shared_fcs
         self.shared_fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.fc_cls = nn.Linear(spec.fc_out_channels, spec.num_classes + 1)
         self.fc_reg = nn.Linear(spec.fc_out_channels, spec.num_classes * 4)
+        self.reads_channels_last = False
 
     def forward(self, roi_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """roi_features (Tensor[K, C, S, S]) → logits (Tensor[K, K_cls]), deltas (Tensor[K, R])."""
-        x = roi_features.flatten(1)
+        x = roi_features.permute(0, 2, 3, 1).flatten(1) if self.reads_channels_last else roi_features.flatten(1)
         for fc in self.shared_fcs:
             x = F.relu(fc(x))
         return self.fc_cls(x), self.fc_reg(x)
@@ -82,17 +89,25 @@ def map_roi_levels(rois: torch.Tensor, num_levels: int, finest_scale: float) -> 
 
 
 def extract_roi_features(features: Sequence[torch.Tensor], rois: torch.Tensor, spec: RoISpec) -> torch.Tensor:
-    """Aligned RoIAlign of each RoI on its level: Tensor[K, C, S, S] (mmdet ``SingleRoIExtractor``)."""
+    """Aligned RoIAlign of each RoI on its level (mmdet ``SingleRoIExtractor``): Tensor[K, C, S, S],
+    channels-last in memory."""
     size = spec.output_size
-    out = features[0].new_zeros(rois.size(0), features[0].size(1), size, size)
     levels = map_roi_levels(rois, len(features), spec.finest_scale)
+    pooled_levels = []
     for level, (feature, stride) in enumerate(zip(features, spec.featmap_strides)):
         indices = (levels == level).nonzero(as_tuple=False).squeeze(1)
         if indices.numel() > 0:
-            out[indices] = roi_align(
-                feature, rois[indices], output_size=(size, size), spatial_scale=1.0 / stride,
-                sampling_ratio=spec.sampling_ratio, aligned=True,
-            )  # fmt: skip
+            pooled = roi_align(
+                feature, rois[indices], output_size=size, spatial_scale=1.0 / stride, sampling_ratio=spec.sampling_ratio
+            )
+            pooled_levels.append((indices, pooled))
+    if len(pooled_levels) == 1 and pooled_levels[0][0].numel() == rois.size(0):
+        return pooled_levels[0][1]  # every RoI on one level: already in RoI order
+    # Channels-last (K, S, S, C) memory; a degenerate RoI (NaN level, as in mmdet) keeps zeros.
+    channels = features[0].size(1)
+    out = features[0].new_zeros((rois.size(0), size, size, channels)).permute(0, 3, 1, 2)
+    for indices, pooled in pooled_levels:
+        out[indices] = pooled
     return out
 
 

@@ -1,0 +1,117 @@
+"""Aligned RoIAlign (average pooling, mmcv's / torchvision's arithmetic) as one sparse product.
+
+Each output bin averages ``grid_h × grid_w`` bilinear samples of the feature map, so a bin is a
+weighted sum of feature-map pixels: with the level's features as rows ``X: (N·H·W, C)``
+(channels-last, a view) the pooled features of all RoIs are ``S · X`` for a sparse ``S`` with
+``grid_h · grid_w · 4`` entries per bin (see ``sparse.py``). The result comes out channels-last,
+(K, S, S, C), which the box head's first fc reads without a transpose (``fuse.py``).
+
+torchvision's CPU kernel loops over channels of an NCHW map (and first copies a channels-last
+map to NCHW); this runs on MKL with every thread. Sample positions and corner weights follow the
+kernel's float32 arithmetic step by step; only the order of the final sum differs (≈1e-7
+relative). CUDA keeps torchvision's kernel.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torchvision.ops import roi_align as torchvision_roi_align
+
+from .sparse import csr_matrix, sparse_matmul
+
+CORNERS = 4
+
+
+def roi_align(
+    feature: torch.Tensor, rois: torch.Tensor, *, output_size: int, spatial_scale: float, sampling_ratio: int
+) -> torch.Tensor:
+    """Aligned RoIAlign of ``rois`` on one feature map.
+
+    feature: (N, C, H, W); rois: (K, 5) of (image index, x1, y1, x2, y2) in input pixels;
+    spatial_scale: feature pixels per input pixel (1 / stride); sampling_ratio: samples per bin
+    and axis, 0 for mmdet's adaptive ``ceil(roi size / output_size)``. Returns (K, C, S, S) with
+    S = output_size: on CPU a channels-last tensor (memory order (K, S, S, C)).
+    """
+    if feature.device.type != "cpu":
+        return torchvision_roi_align(
+            feature, rois, output_size=(output_size, output_size), spatial_scale=spatial_scale,
+            sampling_ratio=sampling_ratio, aligned=True,
+        )  # fmt: skip
+    batch, channels, height, width = feature.shape
+    num_rois, size = rois.shape[0], output_size
+    rois = rois.float()
+    # aligned=True: pixel centres sit at +0.5, so shift by half a pixel; no minimum RoI size.
+    start_x, start_y = rois[:, 1] * spatial_scale - 0.5, rois[:, 2] * spatial_scale - 0.5
+    roi_width = (rois[:, 3] * spatial_scale - 0.5) - start_x
+    roi_height = (rois[:, 4] * spatial_scale - 0.5) - start_y
+    grid_y = _grid_size(roi_height, size, sampling_ratio)
+    grid_x = _grid_size(roi_width, size, sampling_ratio)
+    along_y = _axis_samples(start_y, roi_height, grid_y, height, size)
+    along_x = _axis_samples(start_x, roi_width, grid_x, width, size)
+    image_offset = rois[:, 0].long() * (height * width)
+    per_bin = grid_y * grid_x * CORNERS  # (K,) entries in each of the roi's S·S rows
+    roi_starts = torch.cumsum(per_bin * size * size, 0) - per_bin * size * size
+    nnz = int(per_bin.sum().item()) * size * size
+    columns = torch.empty(nnz, dtype=torch.long)
+    values = torch.empty(nnz, dtype=torch.float32)
+    # RoIs with the same grid build their entries together, written at their place in row order.
+    for rows_y, rows_x in torch.stack((grid_y, grid_x), 1).unique(dim=0).tolist():
+        if rows_y == 0 or rows_x == 0:
+            continue  # an empty RoI (x2 < x1 after the shift) pools to zero, as in the kernels
+        members = ((grid_y == rows_y) & (grid_x == rows_x)).nonzero().squeeze(1)
+        y = along_y.take(members, rows_y)  # (m, S, gy) each
+        x = along_x.take(members, rows_x)
+        # entry order (roi, bin_y, bin_x, sample_y, sample_x, corner) with corners (ll, lh, hl, hh)
+        pixel_y = torch.stack((y.low, y.low, y.high, y.high), -1)[:, :, None, :, None, :]
+        pixel_x = torch.stack((x.low, x.high, x.low, x.high), -1)[:, None, :, None, :, :]
+        weight_y = torch.stack((y.weight_low, y.weight_low, y.weight_high, y.weight_high), -1)[:, :, None, :, None, :]
+        weight_x = torch.stack((x.weight_low, x.weight_high, x.weight_low, x.weight_high), -1)[:, None, :, None, :, :]
+        count = float(rows_y * rows_x)
+        entries = size * size * rows_y * rows_x * CORNERS
+        place = roi_starts[members].view(-1, 1) + torch.arange(entries).view(1, -1)
+        group_columns = image_offset[members].view(-1, 1, 1, 1, 1, 1) + pixel_y * width + pixel_x
+        columns[place.view(-1)] = group_columns.reshape(-1)
+        values[place.view(-1)] = (weight_y * weight_x / count).reshape(-1)
+    sampling = csr_matrix(per_bin.repeat_interleave(size * size), columns, values, shape=(num_rois * size * size, batch * height * width))
+    pooled = sparse_matmul(sampling, feature.permute(0, 2, 3, 1).reshape(batch * height * width, channels))
+    return pooled.view(num_rois, size, size, channels).permute(0, 3, 1, 2)
+
+
+def _grid_size(roi_size: torch.Tensor, output_size: int, sampling_ratio: int) -> torch.Tensor:
+    """Samples per bin along one axis: (K,) int64; ``ceil(roi size / output size)`` if adaptive."""
+    if sampling_ratio > 0:
+        return torch.full_like(roi_size, sampling_ratio, dtype=torch.long)
+    return torch.ceil(roi_size / output_size).long().clamp(min=0)
+
+
+class AxisSamples(NamedTuple):
+    """The two interpolation rows (or columns) of every sample along one axis, (K, S, G) each."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+    weight_low: torch.Tensor
+    weight_high: torch.Tensor
+
+    def take(self, rois: torch.Tensor, grid: int) -> AxisSamples:
+        return AxisSamples(*(part[rois, :, :grid] for part in self))
+
+
+def _axis_samples(start: torch.Tensor, roi_size: torch.Tensor, grid: torch.Tensor, length: int, size: int) -> AxisSamples:
+    """Sample coordinates ``start + b·bin + (i + ½)·bin / grid`` of bin b, sample i, and their two
+    interpolation pixels with weights, along one axis of ``length`` pixels; samples beyond ``grid``
+    (padding up to the largest grid) are computed but never used. Zero weights outside the map."""
+    largest = max(int(grid.max().item()), 1)
+    bin_size = (roi_size / size).view(-1, 1, 1)
+    bins = torch.arange(size, dtype=torch.float32).view(1, -1, 1)
+    samples = torch.arange(largest, dtype=torch.float32).view(1, 1, -1)
+    coord = (start.view(-1, 1, 1) + bins * bin_size) + (samples + 0.5) * bin_size / grid.view(-1, 1, 1).clamp(min=1)
+    outside = (coord < -1.0) | (coord > length)
+    coord = coord.clamp(min=0)
+    low = coord.floor().long()
+    at_edge = low >= length - 1
+    low = torch.where(at_edge, length - 1, low)
+    high = torch.where(at_edge, length - 1, low + 1)
+    frac = torch.where(at_edge, 0.0, coord - low)
+    return AxisSamples(low, high, torch.where(outside, 0.0, 1 - frac), torch.where(outside, 0.0, frac))
