@@ -82,7 +82,7 @@ class Bottleneck(nn.Module):
         if self.gen_attention_block is not None:
             out = self.gen_attention_block(out)
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu(out.add_(identity))  # in place: a fresh map costs page faults
 
 
 class ResNet(nn.Module):

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
+from .onednn import linear
 from .sparse import csr_matrix, sparse_matmul
 
 KERNEL_SIZE = 3
@@ -65,7 +66,7 @@ def deform_conv2d(
         columns = sparse_matmul(sampling, x_rows).view(out_positions, TAPS * in_channels)
         # (C_out, C_in, ky, kx) → (C_out, ky·kx·C_in): the (tap, channel) order of the columns.
         weight_rows = weight.permute(0, 2, 3, 1).reshape(out_channels, TAPS * in_channels)
-        out = F.linear(columns, weight_rows, bias)
+        out = linear(columns, weight_rows, bias)
     else:  # stride 1: project every input pixel on all nine taps, then sample the projections
         # (C_out, C_in, ky, kx) → (ky·kx·C_out, C_in, 1, 1): output channel j = tap·C_out + c_out.
         weight_taps = weight.permute(2, 3, 0, 1).reshape(TAPS * out_channels, in_channels, 1, 1)
@@ -75,7 +76,7 @@ def deform_conv2d(
         sampling = csr_matrix(TAPS * CORNERS, pixels * TAPS + tap, corner_weights, shape=(out_positions, in_positions * TAPS))
         out = sparse_matmul(sampling, projected_rows)
         if bias is not None:
-            out = out + bias
+            out += bias
     return out.view(batch, out_height, out_width, out_channels).permute(0, 3, 1, 2)
 
 

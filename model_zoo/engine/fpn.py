@@ -35,7 +35,7 @@ class FPN(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(feature) for conv, feature in zip(self.lateral_convs, features)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="nearest")
+            laterals[i - 1].add_(F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="nearest"))
         outs = [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals)]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))

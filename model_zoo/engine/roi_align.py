@@ -40,8 +40,24 @@ def roi_align(
             sampling_ratio=sampling_ratio, aligned=True,
         )  # fmt: skip
     batch, channels, height, width = feature.shape
-    num_rois, size = rois.shape[0], output_size
-    rois = rois.float()
+    sampling = roi_sampling_matrix(
+        rois.float(), (batch, height, width), output_size=output_size, spatial_scale=spatial_scale,
+        sampling_ratio=sampling_ratio,
+    )  # fmt: skip
+    pooled = sparse_matmul(sampling, feature.permute(0, 2, 3, 1).reshape(batch * height * width, channels))
+    return pooled.view(rois.shape[0], output_size, output_size, channels).permute(0, 3, 1, 2)
+
+
+def roi_sampling_matrix(
+    rois: torch.Tensor, feature_shape: tuple[int, int, int], *, output_size: int, spatial_scale: float, sampling_ratio: int
+) -> torch.Tensor:
+    """The sparse (K·S·S × N·H·W) matrix whose row (roi, bin_y, bin_x) averages that bin's samples.
+
+    rois: (K, 5) fp32 as in ``roi_align``; feature_shape: (N, H, W). A bin's row holds
+    grid_y · grid_x · 4 entries: each sample's four bilinear corners, weight / (grid_y · grid_x).
+    """
+    batch, height, width = feature_shape
+    size = output_size
     # aligned=True: pixel centres sit at +0.5, so shift by half a pixel; no minimum RoI size.
     start_x, start_y = rois[:, 1] * spatial_scale - 0.5, rois[:, 2] * spatial_scale - 0.5
     roi_width = (rois[:, 3] * spatial_scale - 0.5) - start_x
@@ -68,15 +84,12 @@ def roi_align(
         pixel_x = torch.stack((x.low, x.high, x.low, x.high), -1)[:, None, :, None, :, :]
         weight_y = torch.stack((y.weight_low, y.weight_low, y.weight_high, y.weight_high), -1)[:, :, None, :, None, :]
         weight_x = torch.stack((x.weight_low, x.weight_high, x.weight_low, x.weight_high), -1)[:, None, :, None, :, :]
-        count = float(rows_y * rows_x)
         entries = size * size * rows_y * rows_x * CORNERS
-        place = roi_starts[members].view(-1, 1) + torch.arange(entries).view(1, -1)
-        group_columns = image_offset[members].view(-1, 1, 1, 1, 1, 1) + pixel_y * width + pixel_x
-        columns[place.view(-1)] = group_columns.reshape(-1)
-        values[place.view(-1)] = (weight_y * weight_x / count).reshape(-1)
-    sampling = csr_matrix(per_bin.repeat_interleave(size * size), columns, values, shape=(num_rois * size * size, batch * height * width))
-    pooled = sparse_matmul(sampling, feature.permute(0, 2, 3, 1).reshape(batch * height * width, channels))
-    return pooled.view(num_rois, size, size, channels).permute(0, 3, 1, 2)
+        place = (roi_starts[members].view(-1, 1) + torch.arange(entries).view(1, -1)).view(-1)
+        columns[place] = (image_offset[members].view(-1, 1, 1, 1, 1, 1) + pixel_y * width + pixel_x).reshape(-1)
+        values[place] = (weight_y * weight_x / float(rows_y * rows_x)).reshape(-1)
+    row_lengths = per_bin.repeat_interleave(size * size)
+    return csr_matrix(row_lengths, columns, values, shape=(rois.shape[0] * size * size, batch * height * width))
 
 
 def _grid_size(roi_size: torch.Tensor, output_size: int, sampling_ratio: int) -> torch.Tensor:

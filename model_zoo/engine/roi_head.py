@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .boxes import batched_nms, decode_deltas, rescale_boxes
+from .onednn import Linear
 from .roi_align import roi_align
 from .spec import RoISpec
 
@@ -30,9 +31,9 @@ class Shared2FCBBoxHead(nn.Module):
         self.roi_shape = (in_channels, spec.output_size, spec.output_size)  # (C, S, S) of one RoI
         flat = in_channels * spec.output_size * spec.output_size
         widths = [flat] + [spec.fc_out_channels] * spec.num_shared_fcs
-        self.shared_fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.fc_cls = nn.Linear(spec.fc_out_channels, spec.num_classes + 1)
-        self.fc_reg = nn.Linear(spec.fc_out_channels, spec.num_classes * 4)
+        self.shared_fcs = nn.ModuleList(Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.fc_cls = Linear(spec.fc_out_channels, spec.num_classes + 1)
+        self.fc_reg = Linear(spec.fc_out_channels, spec.num_classes * 4)
         self.reads_channels_last = False
 
     def forward(self, roi_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,11 @@
-"""Our SDPA formulation of GeneralizedAttention against a literal transcription of the energy."""
+"""Our extended query/key formulation of GeneralizedAttention against a literal transcription of the energy."""
 
 import math
 
 import pytest
 import torch
 
+from model_zoo.engine import onednn
 from model_zoo.engine.attention import AttentionProbe, GeneralizedAttention, relative_position_embedding
 
 
@@ -52,6 +53,20 @@ def test_matches_literal_energy(attention_type):
         ours = module(x)
         literal = literal_attention(module, x)
     assert ours.shape == x.shape
+    torch.testing.assert_close(ours.double(), literal, rtol=1e-5, atol=1e-5)
+
+
+def test_matches_literal_energy_over_several_query_chunks():
+    torch.manual_seed(3)
+    module = GeneralizedAttention(32, num_heads=4, attention_type="1111", kv_stride=2, position_magnitude=1.0)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.normal_(0, 0.2)
+    x = torch.randn(2, 32, 20, 31)  # 620 queries: two full chunks of 256 and a partial one
+    assert 2 * onednn.ATTENTION_QUERY_CHUNK < 20 * 31 < 3 * onednn.ATTENTION_QUERY_CHUNK
+    with torch.inference_mode():
+        ours = module(x)
+        literal = literal_attention(module, x)
     torch.testing.assert_close(ours.double(), literal, rtol=1e-5, atol=1e-5)
 
 
