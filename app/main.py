@@ -7,13 +7,14 @@ lifespan loads the models in a background thread and stops the batchers at shutd
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from model_zoo import load_registry
+from model_zoo import keep_freed_memory, load_registry
 
 from .errors import install_error_handlers
 from .measured import MeasuredFigures
@@ -22,6 +23,8 @@ from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure
 from .model_pool import ModelPool, resolve_variants
 from .routes import attention, compare, detect, health, metrics, models, pages
 from .settings import Settings, get_settings
+
+logger = logging.getLogger("attnzoo.app")
 
 DESCRIPTION = """Faster R-CNN R-50-FPN detectors with GeneralizedAttention ("An Empirical Study of
 Spatial Attention Mechanisms in Deep Networks"): `POST /detect?variant=...` with an image (JSON, or
@@ -43,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.keep_freed_memory:
+            logger.info("malloc keeps freed memory: %s", "yes" if keep_freed_memory() else "no (not glibc)")
         pool = ModelPool(registry, requested, settings, service_metrics)
         app.state.pool = pool
         pool.start()

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     verify_hash: bool = Field(True, description="refuse weights whose sha256 does not match their file name")
     warmup: bool = Field(True, description="run one forward per variant before reporting ready")
     docs: bool = Field(True, description="serve the OpenAPI docs at /docs and /redoc")
+    keep_freed_memory: bool = Field(
+        True,
+        description="glibc malloc keeps freed memory for the next forward: about 25% faster CPU inference; "
+        "the process keeps its peak footprint (model_zoo.runtime)",
+    )
 
     @field_validator("variants", mode="before")
     @classmethod

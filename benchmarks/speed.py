@@ -259,6 +259,16 @@ class Mmdet:
         return self.worker.request({"op": "model", "variant": self.alias, "image": str(image.path)})["seconds"]
 
 
+def apply_malloc(mode: str) -> str:
+    """``--malloc keep``: ``model_zoo.keep_freed_memory`` in this process (as the service and CLI
+    run); ``default``: the C library as it is. Returns the entry's note."""
+    from model_zoo.runtime import keep_freed_memory
+
+    if mode == "keep":
+        return "glibc keeps freed memory (model_zoo.keep_freed_memory), every contestant" if keep_freed_memory() else "default (not glibc)"
+    return "default glibc behaviour"
+
+
 def mmdet_worker(spec_path: Path) -> int:
     """Runs inside the reference venv: load every variant, then time one call per stdin request."""
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
@@ -271,6 +281,7 @@ def mmdet_worker(spec_path: Path) -> int:
     from tools.parity import mmdet_model
 
     spec = json.loads(Path(spec_path).read_text())
+    apply_malloc(spec["malloc"])
     torch.set_num_threads(spec["threads"])
     registry, sync = load_registry(), common.cuda_sync(spec["device"])
     models = {alias: mmdet_model(registry.resolve(alias), tuple(spec["scale"]), Path(path)).to(spec["device"])
@@ -415,7 +426,7 @@ def build(args: argparse.Namespace, work_dir: Path, stack: list[Callable[[], Non
     if args.mmdet_python is not None:
         try:
             spec = {"checkpoints": {a: str(p) for a, p in checkpoints.items()}, "scale": list(args.scale),
-                    "threads": args.threads, "device": args.device}  # fmt: skip
+                    "threads": args.threads, "device": args.device, "malloc": args.malloc}  # fmt: skip
             worker = MmdetWorker(args.mmdet_python, spec, work_dir)
             stack.append(worker.close)
         except Exception as error:  # noqa: BLE001 - every mmdet row reports it
@@ -511,7 +522,8 @@ def entry_text(args, argv: Sequence[str], rows: Sequence[ModelTiming], images: S
     return head + (
         f"- Setting: scale {args.scale[0]}×{args.scale[1]} (long×short), device {args.device}, {len(images)} images "
         f"({', '.join(i.name for i in images)}), median of {args.repeats} after {args.warmup} warm-up per image, "
-        f"models interleaved call by call, mean over images; synthetic weights seed {args.seed}; mmdet: {args.mmdet_note}\n"
+        f"models interleaved call by call, mean over images; synthetic weights seed {args.seed}; mmdet: {args.mmdet_note}; "
+        f"malloc: {args.malloc_note}\n"
         + common.load_note(machine) + "\n" + results_table(rows)
     )
 
@@ -528,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=common.default_threads(), help="torch threads (default: all cores, %(default)s)")
     parser.add_argument("--precision", default="fp32", help="comma-separated, e.g. fp32,bf16 (as the engine's load_detector(precision=...) offers)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument(
+        "--malloc", choices=("keep", "default"), default="keep",
+        help="keep: glibc keeps freed memory, as `attnzoo serve` runs (every contestant, mmdet included); default: as the C library is",
+    )  # fmt: skip
     parser.add_argument("--images", type=Path, nargs="+", default=[IMAGES],
                         help=f"image files and/or folders (default: {IMAGES.relative_to(common.REPO_ROOT)}; no images → generated scenes)")  # fmt: skip
     parser.add_argument("--num-images", type=int, default=None, help="use only the first N images")
@@ -569,6 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["mmdet-worker"]:
         return mmdet_worker(Path(argv[1]))
     args = parse_args(argv)
+    args.malloc_note = apply_malloc(args.malloc)
     torch.set_num_threads(args.threads)
     machine = common.machine_info()
     with tempfile.TemporaryDirectory(prefix="attnzoo-speed-") as tmp:

@@ -50,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     from model_zoo.evaluation.job import EvalOptions, run_eval  # torch only when the command runs
+    from model_zoo.runtime import keep_freed_memory
 
+    keep_freed_memory()
     variants = tuple(name for value in args.variants or () for name in value.split(",") if name)
     outcome = run_eval(
         EvalOptions(

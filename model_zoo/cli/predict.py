@@ -33,8 +33,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     from model_zoo.predictor import load_detector
     from model_zoo.registry import load_registry
+    from model_zoo.runtime import keep_freed_memory
     from model_zoo.visualize import draw_detections  # noqa: F401  (fail early if drawing is unavailable)
 
+    keep_freed_memory()
     detector = load_detector(
         args.variant,
         args.checkpoint,

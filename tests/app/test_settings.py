@@ -34,6 +34,7 @@ def test_defaults():
     assert settings.metafile is None and settings.weights_dir is None
     assert settings.results_dir == Path("results")
     assert settings.docs is True
+    assert settings.keep_freed_memory is True
 
 
 def test_environment_with_prefix(monkeypatch, tmp_path):
@@ -50,12 +51,14 @@ def test_environment_with_prefix(monkeypatch, tmp_path):
     monkeypatch.setenv("ATTNZOO_METAFILE", str(tmp_path / "m.yml"))
     monkeypatch.setenv("ATTNZOO_WEIGHTS_DIR", str(tmp_path / "w"))
     monkeypatch.setenv("ATTNZOO_RESULTS_DIR", str(tmp_path / "r"))
+    monkeypatch.setenv("ATTNZOO_KEEP_FREED_MEMORY", "false")
     s = Settings()
     assert (s.host, s.port, s.device) == ("0.0.0.0", 9001, "cuda:1")
     assert s.variants == ["attn1111", "attn0010-dcn"]
     assert (s.max_batch, s.max_wait_ms, s.queue_size, s.request_timeout_s) == (8, 2.5, 3, 1.5)
     assert (s.max_body_bytes, s.max_pixels) == (1000, 2000)
     assert (s.metafile, s.weights_dir, s.results_dir) == (tmp_path / "m.yml", tmp_path / "w", tmp_path / "r")
+    assert s.keep_freed_memory is False
 
 
 @pytest.mark.parametrize("value", ["", " , "])
