@@ -1,30 +1,23 @@
-"""Deformable convolution v1 (3×3, no groups, no mask) as two dense products and a sparse one.
+"""Deformable convolution v1 (3×3, no groups, no mask) as a sparse product and a GEMM.
 
-A DCN output is ``out[p] = Σ_k W_k · bilinear(x, p·stride − pad + k + Δ_k(p))``. The bilinear
-sample is a fixed linear map of ``x`` once the offsets are known: a sparse matrix ``S_k`` with at
-most four non-zeros (the corner weights) per output position. So
+A DCN output is ``out[p] = Σ_k W_k · bilinear(x, p·stride − pad + k + Δ_k(p))``. Once the offsets
+are known, the bilinear sample of tap k is a fixed linear map of ``x``: a sparse matrix ``S_k``
+with at most four non-zeros (the corner weights) per output position. So with the input as rows
+``X: (H·W, C_in)`` in channels-last order,
 
-    out = Σ_k S_k · X · W_kᵀ        X: (H·W, C_in) in channels-last order
+    out = [S_1 X, …, S_9 X] · Wᵀ
 
-and either association can be computed:
-
-* **sample, then project**: ``[S_1 X, …, S_9 X] · Wᵀ`` — the sparse product writes 9·C_in values
-  per output position, then one GEMM of (H_out·W_out, 9·C_in) × (9·C_in, C_out). Cheaper when the
-  conv is strided (fewer output than input positions).
-* **project, then sample**: ``Σ_k S_k · (X · W_kᵀ)`` — one 1×1 conv gives all nine tap projections
-  at every input pixel, then a sparse product with 36 non-zeros per output row sums the corners
-  of all taps into C_out values. Same FLOPs as the plain conv at stride 1 and no 9× column buffer.
-
-torchvision's CPU ``deform_conv2d`` builds the column buffer with one thread; these products run
-on MKL / oneDNN with every thread and are 3–8× faster. The corner weights are computed exactly as
-torchvision's / mmcv's bilinear kernel does (same floor, same border rules); only the order of the
-final summation differs (≈1e-7 relative). CUDA keeps torchvision's fused kernel.
+one sparse product (``sparse.py``) writes the nine samples of every output position side by side,
+(H_out·W_out, 9·C_in), and one GEMM (``onednn.linear``) applies the weights. torchvision's CPU
+``deform_conv2d`` builds the same column buffer with a single thread; this is 3–8× faster. The
+corner weights are computed as torchvision's and mmcv's bilinear kernels do (same floor, same
+border rules); only the order of the final sums differs (≈1e-7 relative). CUDA keeps
+torchvision's fused kernel.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
 from .onednn import linear
@@ -59,24 +52,12 @@ def deform_conv2d(
     out_height, out_width = offset.shape[-2:]
     in_positions, out_positions = batch * height * width, batch * out_height * out_width
     pixels, corner_weights = bilinear_corners(offset.float(), height, width, stride=stride, padding=padding)
-
-    if out_positions < in_positions:  # strided: sample the input, then one GEMM
-        x_rows = x.permute(0, 2, 3, 1).reshape(in_positions, in_channels)
-        sampling = csr_matrix(CORNERS, pixels, corner_weights, shape=(out_positions * TAPS, in_positions))
-        columns = sparse_matmul(sampling, x_rows).view(out_positions, TAPS * in_channels)
-        # (C_out, C_in, ky, kx) → (C_out, ky·kx·C_in): the (tap, channel) order of the columns.
-        weight_rows = weight.permute(0, 2, 3, 1).reshape(out_channels, TAPS * in_channels)
-        out = linear(columns, weight_rows, bias)
-    else:  # stride 1: project every input pixel on all nine taps, then sample the projections
-        # (C_out, C_in, ky, kx) → (ky·kx·C_out, C_in, 1, 1): output channel j = tap·C_out + c_out.
-        weight_taps = weight.permute(2, 3, 0, 1).reshape(TAPS * out_channels, in_channels, 1, 1)
-        projected = F.conv2d(x, weight_taps)  # (N, 9·C_out, H, W)
-        projected_rows = projected.permute(0, 2, 3, 1).reshape(in_positions * TAPS, out_channels)
-        tap = torch.arange(TAPS, device=x.device).repeat_interleave(CORNERS).repeat(out_positions)
-        sampling = csr_matrix(TAPS * CORNERS, pixels * TAPS + tap, corner_weights, shape=(out_positions, in_positions * TAPS))
-        out = sparse_matmul(sampling, projected_rows)
-        if bias is not None:
-            out += bias
+    sampling = csr_matrix(CORNERS, pixels, corner_weights, shape=(out_positions * TAPS, in_positions))
+    x_rows = x.permute(0, 2, 3, 1).reshape(in_positions, in_channels)
+    columns = sparse_matmul(sampling, x_rows).view(out_positions, TAPS * in_channels)
+    # (C_out, C_in, ky, kx) → (C_out, ky·kx·C_in): the (tap, channel) order of the columns.
+    weight_rows = weight.permute(0, 2, 3, 1).reshape(out_channels, TAPS * in_channels)
+    out = linear(columns, weight_rows, bias)
     return out.view(batch, out_height, out_width, out_channels).permute(0, 3, 1, 2)
 
 
