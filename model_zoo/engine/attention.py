@@ -130,9 +130,7 @@ class GeneralizedAttention(nn.Module):
                 self._record((row @ key_ext.transpose(2, 3)).softmax(dim=-1), (h, w), (h_kv, w_kv))
             out = attend(query_ext, key_ext, values)  # (n, hw, C)
             out = out.view(n, h, w, channels).permute(0, 3, 1, 2)  # channels-last strides
-        update = self.proj_conv(out).mul_(self.gamma)
-        # x + gamma * proj; in place into the fresh map unless it is 0010's one vector per image
-        return update.add_(x) if update.shape == x.shape else x + update
+        return x + self.gamma * self.proj_conv(out)
 
     def _record(self, weights: torch.Tensor, query_shape: tuple[int, int], key_shape: tuple[int, int]) -> None:
         """Store (n, M, 1, h_kv*w_kv) attention weights of the probed query as (n, M, h_kv, w_kv)."""

@@ -21,11 +21,10 @@ import torch
 from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
 from .onednn import linear
-from .sparse import csr_matrix, sparse_matmul
+from .sparse import CORNERS, csr_matrix, sparse_matmul
 
 KERNEL_SIZE = 3
 TAPS = KERNEL_SIZE * KERNEL_SIZE
-CORNERS = 4
 
 
 def deform_conv2d(

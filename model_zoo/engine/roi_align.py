@@ -19,9 +19,7 @@ from typing import NamedTuple
 import torch
 from torchvision.ops import roi_align as torchvision_roi_align
 
-from .sparse import csr_matrix, sparse_matmul
-
-CORNERS = 4
+from .sparse import CORNERS, csr_matrix, sparse_matmul
 
 
 def roi_align(

@@ -17,6 +17,8 @@ import warnings
 
 import torch
 
+CORNERS = 4  # a bilinear sample reads the four pixels around its point
+
 # Raised once per process by torch for any CSR tensor; the CSR × dense product used here is stable.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 

@@ -1,5 +1,7 @@
 """Our sparse-product RoIAlign against torchvision's aligned roi_align kernel (mmcv's arithmetic)."""
 
+import dataclasses
+
 import pytest
 import torch
 from torchvision.ops import roi_align as torchvision_roi_align
@@ -7,7 +9,7 @@ from torchvision.ops import roi_align as torchvision_roi_align
 from model_zoo.engine.fuse import read_rois_channels_last
 from model_zoo.engine.roi_align import roi_align
 from model_zoo.engine.roi_head import Shared2FCBBoxHead, extract_roi_features, map_roi_levels
-from model_zoo.engine.spec import RoISpec
+from model_zoo.registry import load_registry
 
 
 def random_rois(num: int, batch: int, image_size: tuple[int, int], seed: int) -> torch.Tensor:
@@ -45,10 +47,9 @@ def test_matches_torchvision_kernel(sampling_ratio: int, channels_last: bool) ->
 def test_levels_and_channels_last_head_match_mmdet_order() -> None:
     """Features from several levels, then the head with its fc permuted: same logits as flattening
     torchvision's NCHW RoI features in mmdet's order."""
-    spec = RoISpec(
-        output_size=7, sampling_ratio=0, finest_scale=56, featmap_strides=(4, 8, 16, 32), fc_out_channels=32,
-        num_shared_fcs=2, num_classes=3, target_stds=(0.1, 0.1, 0.2, 0.2), score_thr=0.05, nms_iou=0.5, max_per_img=100,
-    )  # fmt: skip
+    # the registry's RoI settings (adaptive sampling, finest scale 56, strides 4–32), a narrow head
+    spec = dataclasses.replace(load_registry().resolve("attn0010").arch.roi, fc_out_channels=32, num_classes=3)
+    assert (spec.output_size, spec.sampling_ratio, len(spec.featmap_strides)) == (7, 0, 4)
     generator = torch.Generator().manual_seed(3)
     features = [torch.randn(1, 8, 256 // s, 320 // s, generator=generator) for s in spec.featmap_strides]
     rois = random_rois(80, 1, (256, 320), seed=4)
