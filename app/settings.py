@@ -7,14 +7,18 @@ There is no module-level instance: :func:`get_settings` builds (and caches) one 
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ATTNZOO_"
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class Settings(BaseSettings):
@@ -23,12 +27,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     host: str = Field("127.0.0.1", description="interface to bind (0.0.0.0 in the container)")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, description="TCP port, 1..65535")
+    log_level: LogLevel = Field("info", description="uvicorn's log level")
     variants: Annotated[list[str] | None, NoDecode] = Field(
         None,
         description="variants to load (short or full names, comma-separated in the env var); default: every registry entry",
     )
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when present, else CPU")
+    device: str = Field("auto", description="auto: CUDA when present, else CPU; cpu, cuda or cuda:N")
     max_batch: int = Field(4, ge=1, le=256, description="most requests one model call takes")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long a request waits for companions")
     queue_size: int = Field(64, ge=1, description="requests waiting for the model per variant; beyond → 429")
@@ -46,6 +51,20 @@ class Settings(BaseSettings):
         description="glibc malloc keeps freed memory for the next forward: about 25% faster CPU inference; "
         "the process keeps its peak footprint (model_zoo.runtime)",
     )
+
+    @field_validator("port")
+    @classmethod
+    def _check_port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"invalid port {value}: expected 1..65535")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError(f"invalid device {value!r}: expected auto, cpu, cuda or cuda:N")
+        return value
 
     @field_validator("variants", mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 Each subcommand lives in its own module with ``register(subparsers, common)``; ``common`` is the
 parent parser carrying ``--metafile`` and ``--weights-dir``, which every command accepts.
+Commands of other installed packages join through the ``attnzoo.commands`` entry-point group
+(``attnzoo serve`` comes from ``app``, which model_zoo never imports by name).
 Domain errors are printed as one line on stderr with exit status 2, never a traceback.
 """
 
@@ -9,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 from typing import Sequence
 
 from model_zoo.errors import AttnzooError
 
 from . import eval as eval_command
-from . import fetch, models, predict, serve, synth_weights
+from . import fetch, models, predict, synth_weights
 
-SUBCOMMANDS = (predict, synth_weights, fetch, models, eval_command, serve)
+SUBCOMMANDS = (predict, synth_weights, fetch, models, eval_command)
+COMMANDS_ENTRY_POINTS = "attnzoo.commands"  # modules with register(subparsers, common)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.register(subparsers, common)
+    for entry_point in sorted(entry_points(group=COMMANDS_ENTRY_POINTS), key=lambda e: e.name):
+        entry_point.load().register(subparsers, common)
     return parser
 
 

@@ -30,6 +30,7 @@ import yaml
 from fastapi import FastAPI
 
 from app.main import create_app
+from app.server import uvicorn_config
 from app.settings import Settings
 from model_zoo import Registry, load_registry, write_synthetic_checkpoint
 from model_zoo.registry import BUNDLED_ARCHITECTURES, BUNDLED_METAFILE
@@ -115,8 +116,8 @@ class LiveServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
+        settings = app.state.settings.model_copy(update={"log_level": "warning"})
+        self.server = uvicorn.Server(uvicorn_config(app, settings))  # what `attnzoo serve` runs
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
     def start(self, timeout: float = 300.0) -> "LiveServer":

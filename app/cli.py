@@ -1,0 +1,87 @@
+"""``attnzoo serve``: build :class:`Settings` from the options (over ``ATTNZOO_*``), then serve.
+
+``model_zoo``'s command line knows nothing of the service: it discovers this command through the
+``attnzoo.commands`` entry point (pyproject.toml), so the import edge points from ``app`` to
+``model_zoo`` only. Mistakes the command can see (unknown variant, bad metafile, ``cuda`` without
+a GPU, bad ``ATTNZOO_*`` values) are one-line errors before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pydantic import ValidationError
+
+from model_zoo import AttnzooError, load_registry, resolve_device
+
+from .settings import ENV_PREFIX, LOG_LEVELS, Settings
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        parents=[common],
+        help="run the HTTP service (/detect, /models, /healthz, /readyz, /metrics)",
+        description="Serve the detectors over HTTP. Every option can also be set as an ATTNZOO_* "
+        "environment variable (ATTNZOO_HOST, ATTNZOO_PORT, ATTNZOO_VARIANTS, ATTNZOO_DEVICE, "
+        "ATTNZOO_MAX_BATCH, ATTNZOO_MAX_WAIT_MS, ATTNZOO_QUEUE_SIZE, ATTNZOO_REQUEST_TIMEOUT_S, "
+        "ATTNZOO_MAX_BODY_BYTES, ATTNZOO_MAX_PIXELS, ...; see app/settings.py); options win over the environment.",
+    )
+    defaults = Settings.model_fields
+    parser.add_argument("--host", default=None, help=f"interface to bind (env ATTNZOO_HOST, default {defaults['host'].default})")
+    parser.add_argument("--port", type=int, default=None, help=f"TCP port (env ATTNZOO_PORT, default {defaults['port'].default})")
+    parser.add_argument(
+        "--variants", nargs="+", default=None, metavar="VARIANT", help="variants to load (default: every registry entry)"
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default=None, help="auto (default): CUDA when present, else CPU"
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="serve checkpoints whose sha256 does not match their file name"
+    )
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS, help="uvicorn log level (env ATTNZOO_LOG_LEVEL)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    registry = load_registry(settings.metafile)  # $ATTNZOO_METAFILE or the bundled one
+    for name in settings.variants or ():
+        registry.resolve(name)
+    resolve_device(settings.device)
+
+    from .main import create_app  # imports FastAPI and the routers: only once the options are sound
+    from .server import serve
+
+    serve(create_app(settings), settings)
+    return 0
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The options given on the command line over the ``ATTNZOO_*`` environment.
+
+    Raises:
+        AttnzooError: one line naming each invalid value and where it came from.
+    """
+    given: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "variants": args.variants,
+        "device": args.device,
+        "verify_hash": False if args.no_verify else None,
+        "log_level": args.log_level,
+        "metafile": args.metafile,
+        "weights_dir": args.weights_dir,
+    }
+    try:
+        return Settings(**{name: value for name, value in given.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(_problem(error) for error in exc.errors())
+        raise AttnzooError(f"invalid settings: {problems}") from None
+
+
+def _problem(error: Any) -> str:
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{ENV_PREFIX}{name.upper()} (--{name.replace('_', '-')}): {message}"
