@@ -9,11 +9,6 @@ request, waits up to ``max_wait_s`` (counted from that request's arrival) for up
 refuses at once (:class:`QueueFullError`); a request whose deadline passed or whose caller gave up
 (its future cancelled, e.g. the client disconnected) is dropped before it reaches the model, so
 it costs the other requests nothing.
-
-Besides items, the queue takes *exclusive jobs* (:meth:`MicroBatcher.run_exclusive`): a callable
-that runs alone on the worker thread, between two batches, in queue order. Work that must not
-overlap a batch function call (e.g. probing the model's attention, which sets state on the shared
-module) goes there, under the same queue limit, deadline and cancellation as any request.
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ from typing import Callable, Generic, Sequence, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-T = TypeVar("T")
 
 logger = logging.getLogger("attnzoo.batching")
 
@@ -61,11 +55,10 @@ class BatchOutcome(Generic[Result]):
 
 @dataclass
 class _Pending(Generic[Item]):
-    item: Item | None
+    item: Item
     future: Future
     enqueued_at: float  # time.monotonic()
     deadline: float  # time.monotonic()
-    job: Callable[[], object] | None = None  # an exclusive job instead of an item
 
 
 class MicroBatcher(Generic[Item, Result]):
@@ -117,14 +110,6 @@ class MicroBatcher(Generic[Item, Result]):
         """
         return self._enqueue(_Pending(item, Future(), time.monotonic(), deadline))
 
-    def run_exclusive(self, job: Callable[[], T], deadline: float) -> "Future[BatchOutcome[T]]":
-        """Queue ``job`` to run alone on the worker thread, after the batches queued before it.
-
-        The outcome's ``model_s`` is the job's duration and its ``batch_size`` is 1; an exception
-        of the job is the future's. Cancel the future to withdraw the job before it starts.
-        """
-        return self._enqueue(_Pending(None, Future(), time.monotonic(), deadline, job=job))
-
     def _enqueue(self, pending: _Pending[Item]) -> Future:
         future = pending.future
         with self._cond:
@@ -171,18 +156,15 @@ class MicroBatcher(Generic[Item, Result]):
             if batch:
                 self._execute(batch)
 
-    def _next(self, until: float | None, *, items_only: bool = False) -> _Pending[Item] | None:
-        """Pop the oldest waiting request, waiting for one until ``until`` (None: until stopped).
-
-        With ``items_only``, an exclusive job at the head ends the wait (None) and stays queued.
-        """
+    def _next(self, until: float | None) -> _Pending[Item] | None:
+        """Pop the oldest waiting request, waiting for one until ``until`` (None: until stopped)."""
         with self._cond:
             while not self._waiting and not self._stop:
                 remaining = None if until is None else until - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            if self._stop or (items_only and self._waiting[0].job is not None):
+            if self._stop:
                 return None
             return self._waiting.popleft()
 
@@ -195,12 +177,10 @@ class MicroBatcher(Generic[Item, Result]):
         if first is None:
             return None
         batch = [first] if self._claim(first) else []
-        if first.job is not None:
-            return batch  # an exclusive job runs alone
         # the wait for companions is counted from the arrival of the batch's first live request
         wait_until = first.enqueued_at + self.max_wait_s
         while len(batch) < self.max_batch:
-            pending = self._next(wait_until, items_only=True)
+            pending = self._next(wait_until)
             if pending is None:
                 break
             if self._claim(pending):
@@ -220,9 +200,6 @@ class MicroBatcher(Generic[Item, Result]):
         return True
 
     def _execute(self, batch: list[_Pending[Item]]) -> None:
-        if batch[0].job is not None:
-            self._execute_job(batch[0])
-            return
         started = time.monotonic()
         try:
             results = list(self.batch_fn([p.item for p in batch]))
@@ -255,17 +232,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._record(1, elapsed)
         if not pending.future.done():
             pending.future.set_result(BatchOutcome(result, started - pending.enqueued_at, elapsed, 1))
-
-    def _execute_job(self, pending: _Pending[Item]) -> None:
-        """Run an exclusive job; it is not a batch, so ``on_batch`` does not see it."""
-        assert pending.job is not None
-        started = time.monotonic()
-        try:
-            result = pending.job()
-        except Exception as exc:  # noqa: BLE001 - the caller gets every failure
-            pending.future.set_exception(exc)
-            return
-        pending.future.set_result(BatchOutcome(result, started - pending.enqueued_at, time.monotonic() - started, 1))
 
     def _record(self, size: int, seconds: float) -> None:
         self._mean_batch_s = seconds if self._mean_batch_s == 0 else 0.8 * self._mean_batch_s + 0.2 * seconds

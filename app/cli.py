@@ -47,8 +47,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     registry = load_registry(settings.metafile)  # $ATTNZOO_METAFILE or the bundled one
-    for name in settings.variants or ():
-        registry.resolve(name)
+    registry.resolve_many(settings.variants)
     resolve_device(settings.device)
 
     from .main import create_app  # imports FastAPI and the routers: only once the options are sound

@@ -1,4 +1,5 @@
-"""Errors → HTTP: one table from exception type to status and error code, and the handlers.
+"""Errors → HTTP: one table from exception type to status, error code and description, the
+handlers that apply it, and the OpenAPI ``responses`` of each route, generated from the same table.
 
 Every error response has the body ``{"error": <code>, "detail": <what was wrong>, "request_id": ...}``
 (plus ``valid`` for an unknown variant, ``errors`` for invalid parameters) and the
@@ -23,63 +24,92 @@ from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
 from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
-from .deps import ServiceNotStartedError
 from .model_pool import NoVariantLoadedError, VariantNotReadyError
-from .pipeline import ImageUnprocessableError, InvalidParameterError, ModelExecutionError
-from .upload import UnsupportedMediaTypeError
+from .schemas import ErrorResponse
+from .upload import BodyTooLargeError, UnsupportedMediaTypeError
+from .variant_core import ImageUnprocessableError, InvalidParameterError, ModelExecutionError
 
 logger = logging.getLogger("attnzoo.errors")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+CLIENT_CLOSED = 499  # nginx's status for "client closed the request"
 
 
-class BodyTooLargeError(Exception):
-    """The request body is (or announces itself) longer than the limit."""
-
-    def __init__(self, max_bytes: int, announced: int | None = None) -> None:
-        size = f"announces {announced} bytes" if announced is not None else "is longer"
-        super().__init__(f"the request body {size}; the limit is {max_bytes} bytes (ATTNZOO_MAX_BODY_BYTES)")
+class ServiceNotStartedError(RuntimeError):
+    """A request reached the app outside its lifespan (no models)."""
 
 
 @dataclass(frozen=True)
 class ErrorSpec:
     status: int
     code: str
+    description: str  # for the OpenAPI docs: when a route answers this
 
 
 # Most specific first: the first entry the exception is an instance of wins.
-ERROR_TABLE: tuple[tuple[type[Exception], ErrorSpec], ...] = (
-    (UnknownVariantError, ErrorSpec(404, "unknown_variant")),
-    (VariantNotReadyError, ErrorSpec(503, "variant_unavailable")),
-    (NoVariantLoadedError, ErrorSpec(503, "no_variant_loaded")),
-    (AttentionQueryError, ErrorSpec(422, "invalid_attention_query")),
-    (EmptyUploadError, ErrorSpec(400, "empty_body")),
-    (UnsupportedMediaTypeError, ErrorSpec(415, "unsupported_media_type")),
-    (UnsupportedFormatError, ErrorSpec(415, "unsupported_image_format")),
-    (BodyTooLargeError, ErrorSpec(413, "body_too_large")),
-    (TooManyPixelsError, ErrorSpec(413, "too_many_pixels")),
-    (NotAnImageError, ErrorSpec(422, "invalid_image")),
-    (ImageDecodeError, ErrorSpec(422, "invalid_image")),
-    (ImageUnprocessableError, ErrorSpec(422, "unprocessable_image")),
-    (InvalidParameterError, ErrorSpec(422, "invalid_parameter")),
-    (QueueFullError, ErrorSpec(429, "overloaded")),
-    (DeadlineExceededError, ErrorSpec(504, "deadline_exceeded")),
-    (BatcherClosedError, ErrorSpec(503, "shutting_down")),
-    (ServiceNotStartedError, ErrorSpec(503, "not_started")),
-    (ModelExecutionError, ErrorSpec(500, "model_error")),
-    (ClientDisconnect, ErrorSpec(499, "client_disconnected")),  # nobody reads it; for log and metrics
-)
+ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
+    UnknownVariantError: ErrorSpec(404, "unknown_variant", "unknown variant (the body lists the valid ones)"),
+    VariantNotReadyError: ErrorSpec(503, "variant_unavailable", "variant not loaded (see Retry-After)"),
+    NoVariantLoadedError: ErrorSpec(503, "no_variant_loaded", "no variant is loaded (see Retry-After)"),
+    AttentionQueryError: ErrorSpec(
+        422, "invalid_attention_query", "a stage, block, head or point the variant's attention cannot answer"
+    ),
+    EmptyUploadError: ErrorSpec(400, "empty_body", "empty body"),
+    UnsupportedMediaTypeError: ErrorSpec(415, "unsupported_media_type", "unsupported Content-Type"),
+    UnsupportedFormatError: ErrorSpec(415, "unsupported_image_format", "unsupported image format"),
+    BodyTooLargeError: ErrorSpec(413, "body_too_large", "body too large"),
+    TooManyPixelsError: ErrorSpec(413, "too_many_pixels", "image has too many pixels"),
+    NotAnImageError: ErrorSpec(422, "invalid_image", "invalid image"),
+    ImageDecodeError: ErrorSpec(422, "invalid_image", "invalid image"),
+    ImageUnprocessableError: ErrorSpec(422, "unprocessable_image", "an image the model cannot take"),
+    InvalidParameterError: ErrorSpec(422, "invalid_parameter", "invalid parameter"),
+    RequestValidationError: ErrorSpec(422, "invalid_parameter", "invalid parameter"),
+    QueueFullError: ErrorSpec(429, "overloaded", "queue full (see Retry-After)"),
+    DeadlineExceededError: ErrorSpec(504, "deadline_exceeded", "deadline passed before the model answered"),
+    BatcherClosedError: ErrorSpec(503, "shutting_down", "the service is shutting down"),
+    ServiceNotStartedError: ErrorSpec(503, "not_started", "the service has not started"),
+    ModelExecutionError: ErrorSpec(500, "model_error", "model error (quote the request id)"),
+    ClientDisconnect: ErrorSpec(CLIENT_CLOSED, "client_disconnected", "the client went away (never sent)"),
+}
+
+# What a route that takes an uploaded image can answer, besides its own errors.
+UPLOAD_ERRORS: tuple[type[Exception], ...] = (
+    EmptyUploadError, UnsupportedMediaTypeError, UnsupportedFormatError, BodyTooLargeError, TooManyPixelsError,
+    NotAnImageError, ImageUnprocessableError,
+)  # fmt: skip
+# What a route that runs a variant's model can answer.
+MODEL_ERRORS: tuple[type[Exception], ...] = (
+    UnknownVariantError, VariantNotReadyError, QueueFullError, DeadlineExceededError, BatcherClosedError,
+    ModelExecutionError,
+)  # fmt: skip
+
+
+def error_responses(*exc_types: type[Exception]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route that can raise ``exc_types`` (descriptions of one
+    status joined), every one with the :class:`ErrorResponse` body. 422 is always listed."""
+    descriptions: dict[int, list[str]] = {}
+    for exc_type in (*exc_types, RequestValidationError):
+        spec = ERROR_TABLE[exc_type]
+        if spec.status != CLIENT_CLOSED and spec.description not in descriptions.setdefault(spec.status, []):
+            descriptions[spec.status].append(spec.description)
+    return {
+        status: {"model": ErrorResponse, "description": "; ".join(texts)} for status, texts in sorted(descriptions.items())
+    }
 
 
 def request_id_of(request: Request) -> str | None:
-    return request.scope.get("state", {}).get("request_id")
+    record = request.scope.get("state", {}).get("record")
+    return record.request_id if record is not None else None
 
 
 def error_response(
     request: Request, status: int, code: str, detail: Any, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    request_id = request_id_of(request)
-    request.scope.setdefault("state", {})["error"] = code  # for the access log line
+    record = request.scope.get("state", {}).get("record")
+    request_id = None
+    if record is not None:
+        record.error = code  # for the access log line
+        request_id = record.request_id
     body = {"error": code, "detail": detail, "request_id": request_id, **extra}
     all_headers = dict(headers or {})
     if request_id:
@@ -88,7 +118,7 @@ def error_response(
 
 
 def spec_for(exc: BaseException) -> ErrorSpec | None:
-    for exc_type, spec in ERROR_TABLE:
+    for exc_type, spec in ERROR_TABLE.items():
         if isinstance(exc, exc_type):
             return spec
     return None
@@ -110,12 +140,14 @@ async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse
     return error_response(request, spec.status, spec.code, str(exc), headers=headers, **extra)
 
 
-async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # registered for this type only
     code = _code_of_status(exc.status_code)
     return error_response(request, exc.status_code, code, exc.detail, headers=dict(exc.headers or {}))
 
 
-async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for this type only
     errors = [
         {"loc": [str(part) for part in error.get("loc", ())], "msg": error.get("msg", ""), "input": _jsonable(error.get("input"))}
         for error in exc.errors()
@@ -131,10 +163,11 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> JSONRespo
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    for exc_type, _spec in ERROR_TABLE:
-        app.add_exception_handler(exc_type, domain_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
+    for exc_type in ERROR_TABLE:
+        if exc_type is not RequestValidationError:
+            app.add_exception_handler(exc_type, domain_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -17,11 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from model_zoo import keep_freed_memory, load_registry
 
 from .errors import install_error_handlers
-from .measured import MeasuredFigures
-from .metrics import ServiceMetrics
+from .measured_figures import MeasuredFigures
+from .metrics import METRICS_OPENAPI, METRICS_PATH, ServiceMetrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure_access_log
-from .model_pool import ModelPool, resolve_variants
-from .routes import attention, compare, detect, health, metrics, models, pages
+from .model_pool import ModelPool
+from .routes import attention, compare, detect, health, models, pages
 from .settings import Settings, get_settings
 
 logger = logging.getLogger("attnzoo.app")
@@ -33,6 +33,15 @@ drawn with `format=image`), `POST /compare` (every loaded variant side by side),
 `/metrics`, and a page to try it at `/`."""
 
 
+class AttnzooAPI(FastAPI):
+    """FastAPI, with the ``/metrics`` endpoint (prometheus-client's ASGI app) in the OpenAPI docs."""
+
+    def openapi(self) -> dict[str, Any]:
+        schema = super().openapi()  # built once, then cached by FastAPI
+        schema["paths"].setdefault(METRICS_PATH, METRICS_OPENAPI)
+        return schema
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. ``settings`` default: :func:`get_settings` (the ``ATTNZOO_*`` environment).
 
@@ -41,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings if settings is not None else get_settings()
     registry = load_registry(settings.metafile)
-    requested = resolve_variants(registry, settings.variants)
+    requested = registry.resolve_many(settings.variants)
     service_metrics = ServiceMetrics()
 
     @asynccontextmanager
@@ -50,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info("malloc keeps freed memory: %s", "yes" if keep_freed_memory() else "no (not glibc)")
         pool = ModelPool(registry, requested, settings, service_metrics)
         app.state.pool = pool
+        service_metrics.gpu_memory.devices = pool.cuda_devices
         pool.start()
         try:
             yield
@@ -57,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(pool.close)
             app.state.pool = None
 
-    app = FastAPI(
+    app = AttnzooAPI(
         title="attnzoo",
         description=DESCRIPTION,
         version="0.1.0",
@@ -76,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_access_log()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)  # outermost: sees every answer
-    for module in (detect, compare, attention, models, health, metrics, pages):
+    for module in (detect, compare, attention, models, health, pages):
         app.include_router(module.router)
+    app.add_route(METRICS_PATH, service_metrics.endpoint())
+    app.mount("/static", pages.PageFiles(), name="static")
     return app

@@ -1,32 +1,78 @@
 """Prometheus metrics of the service (names are a contract with docker/ and Grafana).
 
 Each app owns a :class:`ServiceMetrics` with its own ``CollectorRegistry``, so several apps (tests)
-can live in one process. The metric objects are updated by hooks around the pipeline stages, the
-batcher and the request middleware, never from inside model code.
+can live in one process; prometheus-client's own ASGI app serves it at ``/metrics``. The metric
+objects are updated by hooks around the request's stages, the batcher and the request
+middleware, never from inside model code. Process metrics (``process_*``) come from
+prometheus-client's collector; no ``*_created`` series are exported.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    make_asgi_app,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import Receive, Scope, Send
 
 STAGES = ("queue", "preprocess", "model", "postprocess")
+METRICS_PATH = "/metrics"
+# The OpenAPI path item of METRICS_PATH: an ASGI endpoint, which FastAPI does not document itself.
+METRICS_OPENAPI = {
+    "get": {
+        "tags": ["metrics"],
+        "summary": "Prometheus metrics",
+        "operationId": "metrics",
+        "responses": {
+            "200": {
+                "description": "Prometheus text exposition (OpenMetrics when the Accept header asks for it)",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    }
+}
 
 # seconds: from a GPU batch (a few ms) to a CPU forward at full scale (several seconds)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+class CudaMemoryCollector(Collector):
+    """``attnzoo_gpu_memory_bytes``: CUDA memory allocated by tensors, sampled at each scrape."""
+
+    def __init__(self) -> None:
+        self.devices: Callable[[], Iterable[str]] = lambda: ()  # e.g. ["cuda:0"]; set once models load
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "attnzoo_gpu_memory_bytes", "CUDA memory allocated by tensors (CUDA devices only).", labels=["device"]
+        )
+        devices = list(self.devices())
+        if devices:
+            import torch  # only when a model lives on a GPU
+
+            for device in devices:
+                family.add_metric([device], torch.cuda.memory_allocated(device))
+        yield family
 
 
 class ServiceMetrics:
     """The metric families; label values: ``variant`` = short name ("" outside /detect)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # process-wide in prometheus-client; nothing here reads them
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.requests = Counter(
             "attnzoo_requests_total", "HTTP requests by variant, endpoint and status code.",
             ["variant", "endpoint", "status"], registry=r,
@@ -49,9 +95,8 @@ class ServiceMetrics:
         self.model_load = Gauge(
             "attnzoo_model_load_seconds", "Time to load, verify and warm up the variant.", ["variant"], registry=r
         )
-        self.gpu_memory = Gauge(
-            "attnzoo_gpu_memory_bytes", "CUDA memory allocated by tensors (CUDA devices only).", ["device"], registry=r
-        )
+        self.gpu_memory = CudaMemoryCollector()
+        r.register(self.gpu_memory)
         self.model_ready = Gauge("attnzoo_model_ready", "1 when the variant is loaded and warm, else 0.", ["variant"], registry=r)
 
     def observe_stages(self, variant: str, seconds: dict[str, float]) -> None:
@@ -62,12 +107,16 @@ class ServiceMetrics:
     def observe_batch(self, variant: str, size: int) -> None:
         self.batch_size.labels(variant).observe(size)
 
-    def render(self, cuda_devices: Iterable[str] = ()) -> bytes:
-        """The exposition text; GPU memory is sampled now for ``cuda_devices`` (e.g. ``"cuda:0"``)."""
-        devices = list(cuda_devices)
-        if devices:
-            import torch  # only when a model lives on a GPU
+    def endpoint(self) -> "MetricsEndpoint":
+        return MetricsEndpoint(self.registry)
 
-            for device in devices:
-                self.gpu_memory.labels(device).set(torch.cuda.memory_allocated(device))
-        return generate_latest(self.registry)
+
+class MetricsEndpoint:
+    """The exposition endpoint: prometheus-client's ASGI app (text or OpenMetrics, gzip) for one
+    registry. A class, not the app function itself, so that Starlette routes to it as an ASGI app."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._app = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)

@@ -1,10 +1,11 @@
 """Pure ASGI middleware: request context (id, access log, metrics) and the body size limit.
 
 Every HTTP request gets an id (the client's ``X-Request-ID`` when it is a sane token, else a new
-one), stored in ``scope["state"]["request_id"]`` for handlers and echoed as the ``X-Request-ID``
-response header. When the response is done, one JSON line goes to the ``attnzoo.access`` logger
-and ``attnzoo_requests_total`` / ``attnzoo_request_duration_seconds`` are updated. The route may
-put the resolved variant in ``scope["state"]["variant"]`` to label them.
+one), echoed as the ``X-Request-ID`` response header, and a :class:`RequestRecord` in
+``scope["state"]["record"]`` that the dependencies and error handlers fill in (the variant that
+answered, the batch size, the error code). When the response is done, the record becomes one JSON
+line on the ``attnzoo.access`` logger and updates ``attnzoo_requests_total`` /
+``attnzoo_request_duration_seconds``.
 """
 
 from __future__ import annotations
@@ -15,29 +16,49 @@ import re
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import REQUEST_ID_HEADER, BodyTooLargeError, error_response
+from .errors import REQUEST_ID_HEADER, error_response
 from .metrics import ServiceMetrics
+from .upload import BodyTooLargeError
 
 ACCESS_LOGGER = "attnzoo.access"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 UNMATCHED_ENDPOINT = "unmatched"  # one label value for every path no route serves
-CLIENT_CLOSED = 499  # nginx's status for "client closed the request"
+
+
+@dataclass
+class RequestRecord:
+    """What the access log and the request metrics say of one request."""
+
+    request_id: str
+    variant: str = ""  # the variant that answered ("" when none)
+    batch_size: int | None = None  # images that shared the model call
+    error: str | None = None  # the error code of an error response
+
+
+def record_of(scope: Scope) -> RequestRecord | None:
+    return scope.get("state", {}).get("record")
+
+
+class AccessLogHandler(logging.StreamHandler):
+    """Bare JSON lines on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
 
 
 def configure_access_log() -> logging.Logger:
     """The access logger, writing bare JSON lines to stderr (idempotent)."""
     logger = logging.getLogger(ACCESS_LOGGER)
-    if not any(getattr(h, "_attnzoo_access", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._attnzoo_access = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    if not any(isinstance(handler, AccessLogHandler) for handler in logger.handlers):
+        logger.addHandler(AccessLogHandler())
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return logger
@@ -54,45 +75,44 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_id(scope) or uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        record = RequestRecord(_incoming_id(scope) or uuid.uuid4().hex)
+        scope.setdefault("state", {})["record"] = record
         status = 500  # if the app raises before answering
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = record.request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self._record(scope, state, request_id, status, time.perf_counter() - started)
+            self._log(scope, record, status, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, state: dict, request_id: str, status: int, seconds: float) -> None:
+    def _log(self, scope: Scope, record: RequestRecord, status: int, seconds: float) -> None:
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or UNMATCHED_ENDPOINT
-        variant = state.get("variant", "")
-        self.metrics.requests.labels(variant, endpoint, str(status)).inc()
-        self.metrics.request_duration.labels(variant, endpoint).observe(seconds)
+        self.metrics.requests.labels(record.variant, endpoint, str(status)).inc()
+        self.metrics.request_duration.labels(record.variant, endpoint).observe(seconds)
         client = scope.get("client")
-        record = {
+        line = {
             "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "request_id": request_id,
+            "request_id": record.request_id,
             "method": scope.get("method"),
             "path": scope.get("path"),
             "query": scope.get("query_string", b"").decode("latin-1"),
             "status": status,
             "duration_ms": round(seconds * 1000.0, 3),
-            "variant": variant or None,
+            "variant": record.variant or None,
             "client": f"{client[0]}:{client[1]}" if client else None,
         }
-        for key in ("batch_size", "error"):
-            if key in state:
-                record[key] = state[key]
-        self.logger.info(json.dumps(record, separators=(",", ":")))
+        if record.batch_size is not None:
+            line["batch_size"] = record.batch_size
+        if record.error is not None:
+            line["error"] = record.error
+        self.logger.info(json.dumps(line, separators=(",", ":")))
 
 
 def _incoming_id(scope: Scope) -> str | None:

@@ -1,11 +1,12 @@
-"""The loaded models: one :class:`ModelSlot` per registry variant, each with its own batcher.
+"""The registry's variants as the service holds them: one :class:`VariantSlot` each, with a
+:class:`~app.variant_core.VariantCore` once the variant has loaded.
 
 Start-up (a background thread, so ``/healthz`` answers while weights load): for every requested
 variant, load the checkpoint from the weights dir (its sha256 checked against the file name),
-run one warm-up forward, start its :class:`~app.batching.MicroBatcher`, and only then mark it
-``loaded``. A variant whose weights are missing, refused or broken becomes ``unavailable`` with the
-reason and does not stop the others. Variants of the registry that were not requested are listed
-as ``unavailable`` too, so ``/models`` shows the whole registry.
+run one warm-up forward, start its batcher, and only then mark it ``loaded``. A variant whose
+weights are missing, refused or broken becomes ``unavailable`` with the reason and does not stop
+the others. Variants of the registry that were not requested are listed as ``unavailable`` too,
+so ``/models`` shows the whole registry.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from model_zoo import (
 from .batching import MicroBatcher
 from .metrics import ServiceMetrics
 from .settings import Settings
+from .variant_core import VariantCore
 
 logger = logging.getLogger("attnzoo.models")
 
@@ -43,7 +45,7 @@ RETRY_AFTER_UNAVAILABLE_S = 60
 _WARMUP_GRAY = 114  # pixel value of the warm-up image
 
 
-class ModelState(str, enum.Enum):
+class VariantState(str, enum.Enum):
     LOADING = "loading"
     LOADED = "loaded"
     UNAVAILABLE = "unavailable"
@@ -52,12 +54,12 @@ class ModelState(str, enum.Enum):
 class VariantNotReadyError(Exception):
     """The variant exists in the registry but cannot answer now."""
 
-    def __init__(self, variant: str, state: ModelState, reason: str | None) -> None:
-        why = "is still loading" if state is ModelState.LOADING else f"is unavailable: {reason}"
+    def __init__(self, variant: str, state: VariantState, reason: str | None) -> None:
+        why = "is still loading" if state is VariantState.LOADING else f"is unavailable: {reason}"
         super().__init__(f"variant {variant!r} {why}")
         self.variant = variant
         self.state = state
-        self.retry_after_s = RETRY_AFTER_LOADING_S if state is ModelState.LOADING else RETRY_AFTER_UNAVAILABLE_S
+        self.retry_after_s = RETRY_AFTER_LOADING_S if state is VariantState.LOADING else RETRY_AFTER_UNAVAILABLE_S
 
 
 class NoVariantLoadedError(Exception):
@@ -67,43 +69,23 @@ class NoVariantLoadedError(Exception):
 
 
 @dataclass
-class ModelSlot:
-    """One registry variant and what the service knows about it."""
+class VariantSlot:
+    """One registry variant and what the service knows about it; ``core`` once it is loaded."""
 
     entry: VariantEntry
     requested: bool
-    state: ModelState
+    state: VariantState
     reason: str | None = None  # why it is unavailable
-    detector: Detector | None = None
-    batcher: MicroBatcher | None = None
-    device: str | None = None
-    weights_path: Path | None = None
-    sha256: str | None = None
-    load_seconds: float | None = None
+    weights_path: Path | None = None  # where its checkpoint is (expected) to be
+    core: VariantCore | None = None
 
     @property
     def variant(self) -> str:
         return self.entry.alias
 
 
-def resolve_variants(registry: Registry, names: Sequence[str] | None) -> list[VariantEntry]:
-    """Requested names (short or full) → registry entries; ``None`` → every entry.
-
-    Raises:
-        UnknownVariantError: naming the valid variants.
-    """
-    if names is None:
-        return list(registry)
-    entries: list[VariantEntry] = []
-    for name in names:
-        entry = registry.resolve(name)
-        if entry not in entries:
-            entries.append(entry)
-    return entries
-
-
 class ModelPool:
-    """Owns detectors and batchers; thread-safe to read while the loader thread works."""
+    """Owns the cores; thread-safe to read while the loader thread works."""
 
     def __init__(self, registry: Registry, requested: Sequence[VariantEntry], settings: Settings, metrics: ServiceMetrics) -> None:
         self.registry = registry
@@ -111,108 +93,101 @@ class ModelPool:
         self.metrics = metrics
         self.weights_dir = Path(settings.weights_dir) if settings.weights_dir is not None else default_weights_dir()
         wanted = {entry.name for entry in requested}
-        self.slots: dict[str, ModelSlot] = {}
+        self.slots: dict[str, VariantSlot] = {}
         for entry in registry:
             requested_here = entry.name in wanted
-            self.slots[entry.alias] = ModelSlot(
+            self.slots[entry.alias] = VariantSlot(
                 entry=entry,
                 requested=requested_here,
-                state=ModelState.LOADING if requested_here else ModelState.UNAVAILABLE,
+                state=VariantState.LOADING if requested_here else VariantState.UNAVAILABLE,
                 reason=None if requested_here else "not among the variants this service was started with (ATTNZOO_VARIANTS)",
                 weights_path=_expected_weights_path(entry, self.weights_dir),
             )
             metrics.model_ready.labels(entry.alias).set(0)
         self._stop = threading.Event()
-        self._settled = threading.Event()
         self._loader: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Load the requested variants in a background thread."""
-        self._loader = threading.Thread(target=self.load_all, name="model-loader", daemon=True)
+        self._loader = threading.Thread(target=self._load_all, name="model-loader", daemon=True)
         self._loader.start()
 
-    def load_all(self) -> None:
-        try:
-            try:
-                device = str(resolve_device(self.settings.device))
-            except AttnzooError as exc:
-                for slot in self.requested_slots():
-                    self._mark_unavailable(slot, str(exc))
-                return
-            for slot in self.requested_slots():
-                if self._stop.is_set():
-                    self._mark_unavailable(slot, "service is shutting down")
-                    continue
-                self._load(slot, device)
-        finally:
-            self._settled.set()
-
-    def wait_settled(self, timeout: float | None = None) -> bool:
-        """Block until every requested variant is loaded or unavailable; False on timeout."""
-        return self._settled.wait(timeout)
-
     def close(self) -> None:
-        """Stop loading, stop the batchers (waiting requests get 503)."""
+        """Stop loading, stop the cores (images still waiting get 503)."""
         self._stop.set()
         if self._loader is not None:
             self._loader.join()
         for slot in self.slots.values():
-            if slot.batcher is not None:
-                slot.batcher.close()
+            if slot.core is not None:
+                slot.core.close()
 
     # -- queries ---------------------------------------------------------------------------
 
-    def requested_slots(self) -> list[ModelSlot]:
+    def requested_slots(self) -> list[VariantSlot]:
         return [slot for slot in self.slots.values() if slot.requested]
 
-    def resolve(self, name: str) -> ModelSlot:
+    def slot(self, name: str) -> VariantSlot:
         """Slot of a short or full variant name. Raises UnknownVariantError."""
         return self.slots[self.registry.resolve(name).alias]
 
-    def loaded(self, name: str) -> ModelSlot:
-        """Slot of a variant that can answer now. Raises UnknownVariantError, VariantNotReadyError."""
-        slot = self.resolve(name)
-        if slot.state is not ModelState.LOADED:
+    def core(self, name: str) -> VariantCore:
+        """Core of a variant that can answer now. Raises UnknownVariantError, VariantNotReadyError."""
+        slot = self.slot(name)
+        if slot.core is None:
             raise VariantNotReadyError(slot.variant, slot.state, slot.reason)
-        return slot
+        return slot.core
 
-    def loaded_slots(self, names: Sequence[str] | None = None) -> list[ModelSlot]:
-        """Slots that can answer now: the named ones (in the order named, each must be loaded),
+    def cores(self, names: Sequence[str] | None = None) -> list[VariantCore]:
+        """Cores that can answer now: the named ones (in the order named, each must be loaded),
         or, with no names, every loaded one in registry order.
 
         Raises:
             UnknownVariantError, VariantNotReadyError (a named one), NoVariantLoadedError (none loaded).
         """
         if names:
-            named: dict[str, ModelSlot] = {}
+            named: dict[str, VariantCore] = {}
             for name in names:
-                slot = self.loaded(name)
-                named.setdefault(slot.variant, slot)
+                core = self.core(name)
+                named.setdefault(core.variant, core)
             return list(named.values())
-        slots = [slot for slot in self.slots.values() if slot.state is ModelState.LOADED]
-        if not slots:
+        cores = [slot.core for slot in self.slots.values() if slot.core is not None]
+        if not cores:
             why = "; ".join(f"{variant}: {reason}" for variant, reason in self.readiness().items())
             raise NoVariantLoadedError(f"no variant is loaded ({why or 'none was requested'})")
-        return slots
+        return cores
 
     def readiness(self) -> dict[str, str]:
         """Why the service is not ready: variant → reason; empty when every requested one is loaded."""
         reasons: dict[str, str] = {}
         for slot in self.requested_slots():
-            if slot.state is ModelState.LOADING:
+            if slot.state is VariantState.LOADING:
                 reasons[slot.variant] = "loading"
-            elif slot.state is ModelState.UNAVAILABLE:
+            elif slot.state is VariantState.UNAVAILABLE:
                 reasons[slot.variant] = f"unavailable: {slot.reason}"
         return reasons
 
     def cuda_devices(self) -> list[str]:
-        return sorted({slot.device for slot in self.slots.values() if slot.device and slot.device.startswith("cuda")})
+        devices = {slot.core.device for slot in self.slots.values() if slot.core is not None}
+        return sorted(device for device in devices if device.startswith("cuda"))
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _load(self, slot: ModelSlot, device: str) -> None:
+    def _load_all(self) -> None:
+        try:
+            device = str(resolve_device(self.settings.device))
+        except AttnzooError as exc:
+            for slot in self.requested_slots():
+                self._mark_unavailable(slot, str(exc))
+            return
+        for slot in self.requested_slots():
+            if self._stop.is_set():
+                self._mark_unavailable(slot, "service is shutting down")
+                continue
+            self._load(slot, device)
+
+    def _load(self, slot: VariantSlot, device: str) -> None:
         started = time.perf_counter()
         try:
             detector = load_detector(
@@ -241,18 +216,18 @@ class ModelPool:
             on_batch=lambda size, _seconds: self.metrics.observe_batch(variant, size),
         )
         self.metrics.queue_depth.labels(variant).set_function(batcher.qsize)
-        slot.detector, slot.batcher = detector, batcher
-        slot.device = str(detector.device)
-        slot.weights_path, slot.sha256 = detector.weights_path, detector.sha256
-        slot.load_seconds = time.perf_counter() - started
-        slot.reason = None
-        slot.state = ModelState.LOADED  # last: readers see a complete slot
-        self.metrics.model_load.labels(variant).set(slot.load_seconds)
+        core = VariantCore(
+            detector, batcher, max_pixels=self.settings.max_pixels, load_seconds=time.perf_counter() - started
+        )
+        slot.weights_path, slot.reason = core.weights_path, None
+        slot.core = core
+        slot.state = VariantState.LOADED  # after the core: readers of the state find it
+        self.metrics.model_load.labels(variant).set(core.load_seconds)
         self.metrics.model_ready.labels(variant).set(1)
-        logger.info("loaded %s on %s in %.2f s (sha256 %s)", variant, slot.device, slot.load_seconds, slot.sha256)
+        logger.info("loaded %s on %s in %.2f s (sha256 %s)", variant, core.device, core.load_seconds, core.sha256)
 
-    def _mark_unavailable(self, slot: ModelSlot, reason: str) -> None:
-        slot.state, slot.reason = ModelState.UNAVAILABLE, reason
+    def _mark_unavailable(self, slot: VariantSlot, reason: str) -> None:
+        slot.state, slot.reason = VariantState.UNAVAILABLE, reason
         self.metrics.model_ready.labels(slot.variant).set(0)
         logger.warning("variant %s unavailable: %s", slot.variant, reason)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class DetectionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read from model_zoo's Detection
+
     bbox: list[float] = Field(description="[x1, y1, x2, y2] in original-image pixels", min_length=4, max_length=4)
     score: float
     label: int = Field(description="contiguous label 0..79 (mmdet order)")
@@ -154,4 +156,4 @@ class AttentionResponse(BaseModel):
     weights: list[list[float]] = Field(
         description="[h_kv][w_kv] softmax weights over the key grid (sums to 1; keys over the padding included)"
     )
-    timings_ms: dict[str, float] = Field(description="queue and model (the forward that recorded the weights)")
+    timings_ms: dict[str, float] = Field(description="preprocess (decoding) and model (computing the weights)")

@@ -16,6 +16,14 @@ FILE_FIELD = "file"
 RAW_MEDIA_TYPES = ("image/*", "application/octet-stream")
 
 
+class BodyTooLargeError(UploadError):
+    """The request body is (or announces itself) longer than the limit."""
+
+    def __init__(self, max_bytes: int, announced: int | None = None) -> None:
+        size = f"announces {announced} bytes" if announced is not None else "is longer"
+        super().__init__(f"the request body {size}; the limit is {max_bytes} bytes (ATTNZOO_MAX_BODY_BYTES)")
+
+
 class UnsupportedMediaTypeError(UploadError):
     def __init__(self, media_type: str) -> None:
         super().__init__(

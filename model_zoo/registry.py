@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
 import yaml
@@ -88,6 +88,21 @@ class Registry:
             if name in (entry.alias, entry.name):
                 return entry
         raise UnknownVariantError(name, self.aliases)
+
+    def resolve_many(self, names: Sequence[str] | None) -> list[VariantEntry]:
+        """Entries of short or full names, in the order named, each once; ``None``: every entry.
+
+        Raises:
+            UnknownVariantError: naming the valid variants.
+        """
+        if names is None:
+            return list(self.entries)
+        entries: list[VariantEntry] = []
+        for name in names:
+            entry = self.resolve(name)
+            if entry not in entries:
+                entries.append(entry)
+        return entries
 
     def __iter__(self):
         return iter(self.entries)

@@ -1,30 +1,26 @@
 """POST /attention: where one GeneralizedAttention block looks from a query point of an image.
 
-The weights are captured from the block's own forward (``model_zoo.attention_maps``): the probe
-sits on the variant's shared module, so the forward runs as an exclusive job of the variant's
-batcher, between two ``/detect`` batches, never beside one.
+The weights come from the block's own computation on the image (``model_zoo.attention_maps``),
+computed without touching the shared model's state, so it runs beside the variant's batches.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
-from model_zoo import AttentionMap, AttentionQueryError, attention_map, check_attention_query, draw_heatmap
+from model_zoo import AttentionMap, AttentionQueryError, check_attention_query, draw_heatmap
 
-from ..decode import decode_upload
-from ..deps import MetricsDep, PoolDep, SettingsDep
-from ..middleware import CLIENT_CLOSED
-from ..pipeline import await_batch
-from ..render import IMAGE_RESPONSES, FormatQuery, ResponseFormat, image_response, negotiate
-from ..schemas import AttentionResponse, ErrorResponse
+from ..deps import MetricsDep, SettingsDep, VariantDep
+from ..disconnect import unless_disconnected
+from ..errors import CLIENT_CLOSED, MODEL_ERRORS, UPLOAD_ERRORS, error_responses
+from ..image_responses import FormatQuery, ResponseFormat, image_response, negotiate
+from ..schemas import AttentionResponse
 from ..upload import read_image_bytes
-from .detect import REQUEST_BODY, VARY, client_gone
+from .image_request import IMAGE_ROUTE, VARY
 
 QUERY_INDEPENDENT_NOTE = (
     "attention type {type}: the weights do not depend on the query point (only the key content "
@@ -34,19 +30,7 @@ QUERY_INDEPENDENT_NOTE = (
 router = APIRouter(
     prefix="/attention",
     tags=["attention"],
-    responses={
-        status: {"model": ErrorResponse, "description": description}
-        for status, description in {
-            400: "empty body",
-            404: "unknown variant (the body lists the valid ones)",
-            413: "body or image too large",
-            415: "unsupported Content-Type or image format",
-            422: "invalid image or parameter; invalid_attention_query: a stage, block, head or point the variant cannot answer",
-            429: "queue full (see Retry-After)",
-            503: "variant not loaded (see Retry-After)",
-            504: "deadline passed before the model answered",
-        }.items()
-    },
+    responses=error_responses(*MODEL_ERRORS, *UPLOAD_ERRORS, AttentionQueryError),
 )
 
 
@@ -54,16 +38,14 @@ router = APIRouter(
     "",
     response_model=AttentionResponse,
     summary="Attention weights of one block for one query point, as JSON or a heat map",
-    openapi_extra={"requestBody": REQUEST_BODY},
-    responses=IMAGE_RESPONSES,
+    **IMAGE_ROUTE,
 )
 async def attention(
     request: Request,
     response: Response,
-    pool: PoolDep,
+    core: VariantDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    variant: Annotated[str, Query(description="short or full variant name, e.g. attn1111")],
     x: Annotated[float, Query(ge=0, description="query point, original-image pixels from the left")],
     y: Annotated[float, Query(ge=0, description="query point, original-image pixels from the top")],
     stage: Annotated[int | None, Query(description="ResNet stage (1-based) with attention; default: the first")] = None,
@@ -73,24 +55,15 @@ async def attention(
 ) -> Any:
     deadline = time.monotonic() + settings.request_timeout_s
     fmt = negotiate(response_format, request.headers.get("accept"))
-    request.state.variant = pool.resolve(variant).variant
-    slot = pool.loaded(variant)
-    detector = slot.detector
-    assert detector is not None and slot.batcher is not None  # a loaded slot has both
-    stage = check_attention_query(detector, stage, block, head)
-    with metrics.inflight.labels(slot.variant).track_inprogress():
+    stage = check_attention_query(core.detector, stage, block, head)
+    with metrics.inflight.labels(core.variant).track_inprogress():
         data = await read_image_bytes(request)
-        image = (await run_in_threadpool(decode_upload, data, max_pixels=settings.max_pixels)).pixels
-        job = functools.partial(attention_map, detector, image, stage=stage, block=block, x=x, y=y)
-        outcome = await await_batch(
-            slot.batcher.run_exclusive(job, deadline),
-            deadline,
-            lambda: client_gone(request),
-            passthrough=(AttentionQueryError,),
+        outcome = await unless_disconnected(
+            request, core.attention(data, stage=stage, block=block, x=x, y=y, deadline=deadline)
         )
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)
-    amap: AttentionMap = outcome.result
+    amap, image = outcome.attention, outcome.image
     weights = amap.weights[head] if head is not None else amap.mean_weights  # (h_kv, w_kv)
     if fmt is not ResponseFormat.JSON:
         return await image_response(lambda: heatmap_image(image, amap, weights), fmt, VARY)
@@ -116,7 +89,7 @@ async def attention(
             "key_centers_y": amap.key_centers_y.tolist(),
         },
         "weights": weights.tolist(),
-        "timings_ms": {"queue": outcome.queue_s * 1000.0, "model": outcome.model_s * 1000.0},
+        "timings_ms": {stage_name: seconds * 1000.0 for stage_name, seconds in outcome.seconds.items()},
     }
 
 

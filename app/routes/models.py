@@ -8,22 +8,21 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import ValidationError
 
+from model_zoo import UnknownVariantError
+
 from ..deps import MeasuredDep, PoolDep
-from ..measured import MeasuredFigures
-from ..model_pool import ModelSlot
-from ..schemas import ErrorResponse, MeasuredOut, ModelOut, ModelsResponse
+from ..errors import error_responses
+from ..measured_figures import MeasuredFigures
+from ..model_pool import VariantSlot
+from ..schemas import MeasuredOut, ModelOut, ModelsResponse
 
 logger = logging.getLogger("attnzoo.models")
 
-router = APIRouter(
-    prefix="/models",
-    tags=["models"],
-    responses={404: {"model": ErrorResponse, "description": "unknown variant (the body lists the valid ones)"}},
-)
+router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(UnknownVariantError))
 
 
-def model_summary(slot: ModelSlot, measured: MeasuredFigures) -> dict[str, Any]:
-    entry, arch = slot.entry, slot.entry.arch
+def model_summary(slot: VariantSlot, measured: MeasuredFigures) -> dict[str, Any]:
+    entry, arch, core = slot.entry, slot.entry.arch, slot.core
     published = entry.published
     attention = arch.backbone.attention
     return {
@@ -53,11 +52,11 @@ def model_summary(slot: ModelSlot, measured: MeasuredFigures) -> dict[str, Any]:
         "measured": _measured(entry.alias, measured),
         "state": slot.state.value,
         "reason": slot.reason,
-        "device": slot.device,
+        "device": core.device if core else None,
         "weights_file": str(slot.weights_path) if slot.weights_path else None,
         "weights_url": entry.weights_url,
-        "sha256": slot.sha256,
-        "load_seconds": slot.load_seconds,
+        "sha256": core.sha256 if core else None,
+        "load_seconds": core.load_seconds if core else None,
     }
 
 
@@ -79,4 +78,4 @@ async def list_models(pool: PoolDep, measured: MeasuredDep) -> Any:
 
 @router.get("/{variant}", response_model=ModelOut, summary="One variant (short or full name)")
 async def get_model(variant: str, pool: PoolDep, measured: MeasuredDep) -> Any:
-    return model_summary(pool.resolve(variant), measured)
+    return model_summary(pool.slot(variant), measured)

@@ -1,4 +1,4 @@
-"""GET / (the try-it page) and GET /static/{name} (its script and style sheet), from app/static/.
+"""GET / (the try-it page) and /static/… (its script and style sheet), from app/static/.
 
 Everything the page needs is served from here: no CDN, no web font. The Content-Security-Policy
 header makes the browser refuse anything else (``'self'`` only, plus ``blob:`` images for the
@@ -9,27 +9,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
+PAGE_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 
 router = APIRouter(tags=["page"], include_in_schema=False)
 
 
 @router.get("/")
 async def index() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", headers=_HEADERS)
+    return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
-@router.get("/static/{name}")
-async def static_file(name: str) -> FileResponse:
-    """One file of app/static/ (no sub-folders, no hidden files)."""
-    path = STATIC_DIR / name
-    if name.startswith(".") or not path.is_file():
-        raise HTTPException(404, f"no static file {name!r}")
-    return FileResponse(path, headers=_HEADERS)
+class PageFiles(StaticFiles):
+    """Starlette's static files of app/static/, with the page's security headers."""
+
+    def __init__(self) -> None:
+        super().__init__(directory=STATIC_DIR)
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response

@@ -30,6 +30,7 @@ import yaml
 from fastapi import FastAPI
 
 from app.main import create_app
+from app.model_pool import ModelPool
 from app.server import uvicorn_config
 from app.settings import Settings
 from model_zoo import Registry, load_registry, write_synthetic_checkpoint
@@ -106,6 +107,21 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
     return _write_zoo(tmp_path_factory.mktemp("zoo"))
 
 
+def wait_until_settled(pool: ModelPool, timeout: float) -> bool:
+    """Wait until every requested variant of ``pool`` is loaded or unavailable; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while "loading" in pool.readiness().values():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture(scope="session")
+def wait_settled() -> Callable[[ModelPool, float], bool]:
+    return wait_until_settled
+
+
 class LiveServer:
     """``uvicorn.Server`` serving ``app`` on 127.0.0.1 in a thread of this process."""
 
@@ -127,7 +143,7 @@ class LiveServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
-        if not self.app.state.pool.wait_settled(max(0.0, deadline - time.monotonic())):
+        if not wait_until_settled(self.app.state.pool, max(0.0, deadline - time.monotonic())):
             raise RuntimeError("models did not finish loading")
         return self
 
@@ -257,7 +273,7 @@ def hold_model(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Call
     gates: list[ModelGate] = []
 
     def hold(variant: str) -> ModelGate:
-        model = live_server.app.state.pool.loaded(variant).detector.model
+        model = live_server.app.state.pool.core(variant).detector.model
         gate = ModelGate()
         monkeypatch.setattr(model, "forward", gate.wrap(model.forward))
         gates.append(gate)

@@ -277,7 +277,7 @@ def _read_http_response(sock: socket.socket) -> bytes:
 
 
 def test_a_model_error_is_a_500_with_request_id_and_the_next_request_works(client, live_server, jpeg, monkeypatch):
-    model = live_server.app.state.pool.loaded(VARIANT).detector.model
+    model = live_server.app.state.pool.core(VARIANT).detector.model
 
     def broken_forward(*args, **kwargs):
         raise RuntimeError("simulated device fault")

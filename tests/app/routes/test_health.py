@@ -41,7 +41,7 @@ def test_detect_on_a_refused_variant_is_503_with_retry_after(broken_server, jpeg
 
 
 @pytest.mark.anyio
-async def test_not_ready_while_loading_then_ready(zoo, jpeg):
+async def test_not_ready_while_loading_then_ready(zoo, jpeg, wait_settled):
     import anyio
 
     app = create_app(zoo.settings(variants=["attn0010"]))
@@ -50,7 +50,7 @@ async def test_not_ready_while_loading_then_ready(zoo, jpeg):
         loading = await http.get("/readyz")
         early = await http.post("/detect", params={"variant": "attn0010"}, content=jpeg)
         assert (await http.get("/healthz")).status_code == 200
-        assert await anyio.to_thread.run_sync(app.state.pool.wait_settled, 300)
+        assert await anyio.to_thread.run_sync(wait_settled, app.state.pool, 300)
         ready = await http.get("/readyz")
         answered = await http.post("/detect", params={"variant": "attn0010"}, content=jpeg)
     assert loading.status_code == 503 and loading.json()["reasons"] == {"attn0010": "loading"}

@@ -117,7 +117,7 @@ def test_unavailable_variants_say_why(broken_server):
 
 
 @pytest.mark.anyio
-async def test_weights_dir_defaults_to_the_registry_environment(zoo, monkeypatch):
+async def test_weights_dir_defaults_to_the_registry_environment(zoo, monkeypatch, wait_settled):
     import httpx
 
     from app.main import create_app
@@ -125,7 +125,7 @@ async def test_weights_dir_defaults_to_the_registry_environment(zoo, monkeypatch
     monkeypatch.setenv("ATTNZOO_WEIGHTS_DIR", str(zoo.weights_dir))
     app = create_app(zoo.settings(weights_dir=None, variants=["attn0010-dcn"]))
     async with app.router.lifespan_context(app):
-        assert app.state.pool.wait_settled(60)
+        assert wait_settled(app.state.pool, 60)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             model = (await http.get("/models/attn0010-dcn")).json()
     assert model["weights_file"] == str(zoo.weights_dir / "attn0010-dcn-12345678.pth")

@@ -1,0 +1,39 @@
+"""What the image routes (``/detect``, ``/compare``, ``/attention``) share: the request body's
+documentation, the route options and the detection filters' query parameters.
+
+Each route still declares its own dependencies in its signature, FastAPI's way of saying what it
+needs; those signatures look alike (``duplicates`` lists them) and are left so on purpose.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Query
+
+from ..image_responses import IMAGE_RESPONSES
+from ..upload import FILE_FIELD, RAW_MEDIA_TYPES
+
+VARY = {"Vary": "Accept"}  # the Accept header picks JSON or an image
+
+ScoreThrQuery = Annotated[float, Query(ge=0.0, le=1.0, description="keep detections with score > score_thr")]
+MaxDetsQuery = Annotated[int | None, Query(ge=0, description="keep at most this many (highest scores first)")]
+ClassesQuery = Annotated[
+    list[str] | None,
+    Query(description="keep only these classes: COCO names (person) or category ids (1); repeat or comma-separate"),
+]
+
+_BINARY = {"type": "string", "format": "binary"}
+IMAGE_REQUEST_BODY = {
+    "required": True,
+    "description": f"the image (JPEG, PNG, WebP, BMP, TIFF, GIF) as multipart field {FILE_FIELD!r} or as the raw body",
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": [FILE_FIELD], "properties": {FILE_FIELD: _BINARY}}
+        },
+        **{media_type: {"schema": _BINARY} for media_type in RAW_MEDIA_TYPES},
+    },
+}
+
+# The route options of an image route: ``@router.post("", response_model=..., summary=..., **IMAGE_ROUTE)``.
+IMAGE_ROUTE = {"openapi_extra": {"requestBody": IMAGE_REQUEST_BODY}, "responses": IMAGE_RESPONSES}
