@@ -186,9 +186,19 @@ async def test_bad_input_is_a_4xx_with_a_json_reason(asgi_client, make_scene, jp
 @pytest.mark.anyio
 async def test_multipart_without_file_field_is_a_400(asgi_client, jpeg):
     async with asgi_client as http:
-        response = await http.post("/detect", params={"variant": VARIANT}, files={"image": ("a.jpg", jpeg, "image/jpeg")})
+        response = await http.post("/detect", params={"variant": VARIANT}, files={"picture": ("a.jpg", jpeg, "image/jpeg")})
     body = assert_error(response, 400, "empty_body")
-    assert "'file'" in body["detail"]
+    assert "'file' or 'image'" in body["detail"]
+
+
+def test_multipart_field_image_is_accepted_like_file(client, jpeg):
+    answers = [
+        client.post("/detect", params={"variant": VARIANT, "score_thr": 0.05}, files={field: ("a.jpg", jpeg, "image/jpeg")})
+        for field in ("file", "image")
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert answers[0].json()["detections"] == answers[1].json()["detections"]
+    assert answers[0].json()["detections"], "the scene should give detections to compare"
 
 
 @pytest.mark.parametrize(
