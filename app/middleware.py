@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import REQUEST_ID_HEADER, error_response
@@ -29,7 +30,7 @@ from .upload import BodyTooLargeError
 
 ACCESS_LOGGER = "attnzoo.access"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-UNMATCHED_ENDPOINT = "unmatched"  # one label value for every path no route serves
+UNMATCHED_ENDPOINT = "unmatched"  # one label value for every path no route or mount serves
 
 
 @dataclass
@@ -92,8 +93,7 @@ class RequestContextMiddleware:
             self._log(scope, record, status, time.perf_counter() - started)
 
     def _log(self, scope: Scope, record: RequestRecord, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        endpoint = getattr(route, "path", None) or UNMATCHED_ENDPOINT
+        endpoint = endpoint_label(scope)
         self.metrics.requests.labels(record.variant, endpoint, str(status)).inc()
         self.metrics.request_duration.labels(record.variant, endpoint).observe(seconds)
         client = scope.get("client")
@@ -113,6 +113,28 @@ class RequestContextMiddleware:
         if record.error is not None:
             line["error"] = record.error
         self.logger.info(json.dumps(line, separators=(",", ":")))
+
+
+def endpoint_label(scope: Scope) -> str:
+    """The ``endpoint`` label of a finished request: the path template of the route or mount that
+    serves its path (``/models/{variant}``, ``/static/{path}``), else :data:`UNMATCHED_ENDPOINT`.
+
+    FastAPI records its own routes in ``scope["route"]``; a mount (the page's files, the docs
+    assets) and a CORS preflight (answered before routing) leave none, so those are matched here
+    against the app's routes, as the router would match them.
+    """
+    route = scope.get("route") or _route_serving(scope)
+    return getattr(route, "path_format", None) or UNMATCHED_ENDPOINT
+
+
+def _route_serving(scope: Scope) -> BaseRoute | None:
+    # A mount that answered has moved root_path to its prefix; match from the app's own root.
+    probe = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _ = route.matches(probe)
+        if match is not Match.NONE:
+            return route
+    return None
 
 
 def _incoming_id(scope: Scope) -> str | None:
