@@ -31,6 +31,7 @@ from .upload import BodyTooLargeError
 ACCESS_LOGGER = "attnzoo.access"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 UNMATCHED_ENDPOINT = "unmatched"  # one label value for every path no route or mount serves
+PREFLIGHT_ENDPOINT = "cors_preflight"  # CORS preflights, answered by CORSMiddleware before routing
 
 
 @dataclass
@@ -117,24 +118,31 @@ class RequestContextMiddleware:
 
 def endpoint_label(scope: Scope) -> str:
     """The ``endpoint`` label of a finished request: the path template of the route or mount that
-    serves its path (``/models/{variant}``, ``/static/{path}``), else :data:`UNMATCHED_ENDPOINT`.
+    served it (``/models/{variant}``, ``/static/{path}``, ``/metrics``); :data:`PREFLIGHT_ENDPOINT`
+    for a CORS preflight (CORSMiddleware answers those itself, for any path); else
+    :data:`UNMATCHED_ENDPOINT`.
 
-    FastAPI records its own routes in ``scope["route"]``; a mount (the page's files, the docs
-    assets) and a CORS preflight (answered before routing) leave none, so those are matched here
-    against the app's routes, as the router would match them.
+    FastAPI records its own routes in ``scope["route"]``; Starlette routes and mounts (the page's
+    files, the docs assets) leave none, so those are matched here against the app's routes.
     """
-    route = scope.get("route") or _route_serving(scope)
-    return getattr(route, "path_format", None) or UNMATCHED_ENDPOINT
+    route = scope.get("route") or _plain_route_serving(scope)
+    label = getattr(route, "path_format", None)
+    if label:
+        return label
+    return PREFLIGHT_ENDPOINT if _is_preflight(scope) else UNMATCHED_ENDPOINT
 
 
-def _route_serving(scope: Scope) -> BaseRoute | None:
+def _plain_route_serving(scope: Scope) -> BaseRoute | None:
     # A mount that answered has moved root_path to its prefix; match from the app's own root.
     probe = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
     for route in getattr(scope.get("app"), "routes", ()):
-        match, _ = route.matches(probe)
-        if match is not Match.NONE:
+        if getattr(route, "path_format", None) and route.matches(probe)[0] is not Match.NONE:
             return route
     return None
+
+
+def _is_preflight(scope: Scope) -> bool:
+    return scope.get("method") == "OPTIONS" and any(name == b"access-control-request-method" for name, _ in scope.get("headers", ()))
 
 
 def _incoming_id(scope: Scope) -> str | None:
