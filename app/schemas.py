@@ -108,6 +108,7 @@ class ModelOut(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[ModelOut]
+    hint: str | None = Field(description="what to do about missing checkpoints (where to put them; `attnzoo serve --demo`)")
 
 
 class HealthResponse(BaseModel):

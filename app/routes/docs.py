@@ -28,6 +28,15 @@ ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 SWAGGER_JS, SWAGGER_CSS, REDOC_JS, FAVICON = "swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"
 # No online validator badge (Swagger UI would send the spec to validator.swagger.io).
 SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
+# Nothing from elsewhere, even online: ReDoc's bundle shows a "by Redocly" logo from its CDN, which
+# this refuses (the logo hides itself). The bundles need inline scripts and styles, eval (ReDoc's
+# schema compiler) and blob: workers (ReDoc's search); all of it from this server.
+DOCS_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; worker-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
 
 router = APIRouter(tags=["docs"], include_in_schema=False)
 
@@ -43,7 +52,7 @@ def _asset_url(request: Request, name: str) -> str:
 
 @router.get(DOCS_PATH)
 async def swagger_ui(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=f"{request.scope.get('root_path', '')}{request.app.openapi_url}",
         title=f"{request.app.title} - Swagger UI",
         swagger_js_url=_asset_url(request, SWAGGER_JS),
@@ -51,14 +60,18 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_favicon_url=_asset_url(request, FAVICON),
         swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
     )
+    page.headers.update(DOCS_HEADERS)
+    return page
 
 
 @router.get(REDOC_PATH)
 async def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=f"{request.scope.get('root_path', '')}{request.app.openapi_url}",
         title=f"{request.app.title} - ReDoc",
         redoc_js_url=_asset_url(request, REDOC_JS),
         redoc_favicon_url=_asset_url(request, FAVICON),
         with_google_fonts=False,
     )
+    page.headers.update(DOCS_HEADERS)
+    return page

@@ -16,9 +16,7 @@ from ..deps import PoolDep, SettingsDep
 from ..errors import error_response
 from ..model_pool import RETRY_AFTER_LOADING_S, ModelPool
 from ..schemas import ErrorResponse, HealthResponse, ReadyResponse
-
-# Named here and shown by the page; the flag itself belongs to `attnzoo serve`.
-DEMO_COMMAND = "attnzoo serve --demo"
+from ..setup_help import missing_weights_hint
 
 router = APIRouter(tags=["health"])
 
@@ -26,18 +24,6 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", response_model=HealthResponse, summary="Liveness: the process is up")
 async def healthz() -> Any:
     return {"status": "ok"}
-
-
-def missing_weights_hint(pool: ModelPool) -> str | None:
-    """What to do about the requested variants whose checkpoint is missing; None when none is."""
-    missing = [slot.missing_weights for slot in pool.requested_slots() if slot.missing_weights is not None]
-    if not missing:
-        return None
-    places = "; ".join(f"{item.file} into {item.directory}" for item in missing)
-    return (
-        f"checkpoint files missing: put {places} (`attnzoo fetch` downloads them from the registry's URLs), "
-        f"then restart the service; or run `{DEMO_COMMAND}` to serve synthetic stand-in weights"
-    )
 
 
 def readiness_report(pool: ModelPool, *, strict: bool) -> dict[str, Any]:
@@ -48,7 +34,7 @@ def readiness_report(pool: ModelPool, *, strict: bool) -> dict[str, Any]:
         "variants": {slot.variant: slot.state.value for slot in slots},
         "reasons": pool.readiness(),
         "missing_weights": {slot.variant: slot.missing_weights.to_dict() for slot in slots if slot.missing_weights},
-        "hint": missing_weights_hint(pool),
+        "hint": missing_weights_hint(slots),
     }
 
 
