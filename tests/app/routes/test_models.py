@@ -27,6 +27,7 @@ def table(zoo):
 def test_models_lists_every_registry_variant_with_its_state(client, zoo):
     response = client.get("/models")
     assert response.status_code == 200
+    assert response.json()["hint"] is None  # every requested checkpoint is there
     models = {m["variant"]: m for m in response.json()["models"]}
     assert list(models) == ["attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn"]
     for variant, (box_ap, fps, memory) in PUBLISHED.items():
@@ -140,7 +141,10 @@ def test_a_broken_results_file_does_not_break_models(client, table, content):
 def test_unavailable_variants_say_why(broken_server):
     import httpx
 
-    models = {m["variant"]: m for m in httpx.get(f"{broken_server.base_url}/models").json()["models"]}
+    body = httpx.get(f"{broken_server.base_url}/models").json()
+    models = {m["variant"]: m for m in body["models"]}
+    assert body["hint"] == httpx.get(f"{broken_server.base_url}/readyz").json()["hint"]  # one text, both places
+    assert "attn0010-dcn-12345678.pth into" in body["hint"] and "attnzoo serve --demo" in body["hint"]
     refused, missing = models["attn1111-dcn"], models["attn0010-dcn"]
     assert refused["state"] == missing["state"] == "unavailable"
     assert "does not start with '00000000'" in refused["reason"]
