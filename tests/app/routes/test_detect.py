@@ -107,11 +107,11 @@ async def test_unknown_variant_is_a_404_listing_the_valid_ones(asgi_client, jpeg
 
 
 @pytest.mark.anyio
-async def test_variant_not_loaded_is_a_503_with_retry_after(asgi_client, jpeg):
+async def test_variant_never_requested_is_a_404_without_retry_after(asgi_client, jpeg):
     async with asgi_client as http:
         response = await http.post("/detect", params={"variant": "attn1111-dcn"}, content=jpeg)
-    body = assert_error(response, 503, "variant_unavailable")
-    assert int(response.headers["Retry-After"]) >= 1
+    body = assert_error(response, 404, "variant_not_served")
+    assert "Retry-After" not in response.headers  # it never loads in this process
     assert "ATTNZOO_VARIANTS" in body["detail"]
 
 
