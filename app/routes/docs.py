@@ -46,32 +46,38 @@ def assets() -> StaticFiles:
     return StaticFiles(directory=ASSETS_DIR)
 
 
-def _asset_url(request: Request, name: str) -> str:
-    return f"{request.scope.get('root_path', '')}{ASSETS_PATH}/{name}"
+def _here(request: Request, path: str) -> str:
+    """``path`` on this server, behind a proxy's root path too."""
+    return f"{request.scope.get('root_path', '')}{path}"
+
+
+def _self_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers.update(DOCS_HEADERS)
+    return page
 
 
 @router.get(DOCS_PATH)
 async def swagger_ui(request: Request) -> HTMLResponse:
-    page = get_swagger_ui_html(
-        openapi_url=f"{request.scope.get('root_path', '')}{request.app.openapi_url}",
-        title=f"{request.app.title} - Swagger UI",
-        swagger_js_url=_asset_url(request, SWAGGER_JS),
-        swagger_css_url=_asset_url(request, SWAGGER_CSS),
-        swagger_favicon_url=_asset_url(request, FAVICON),
-        swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+    return _self_only(
+        get_swagger_ui_html(
+            openapi_url=_here(request, request.app.openapi_url),
+            title=f"{request.app.title} - Swagger UI",
+            swagger_js_url=_here(request, f"{ASSETS_PATH}/{SWAGGER_JS}"),
+            swagger_css_url=_here(request, f"{ASSETS_PATH}/{SWAGGER_CSS}"),
+            swagger_favicon_url=_here(request, f"{ASSETS_PATH}/{FAVICON}"),
+            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        )
     )
-    page.headers.update(DOCS_HEADERS)
-    return page
 
 
 @router.get(REDOC_PATH)
 async def redoc(request: Request) -> HTMLResponse:
-    page = get_redoc_html(
-        openapi_url=f"{request.scope.get('root_path', '')}{request.app.openapi_url}",
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=_asset_url(request, REDOC_JS),
-        redoc_favicon_url=_asset_url(request, FAVICON),
-        with_google_fonts=False,
+    return _self_only(
+        get_redoc_html(
+            openapi_url=_here(request, request.app.openapi_url),
+            title=f"{request.app.title} - ReDoc",
+            redoc_js_url=_here(request, f"{ASSETS_PATH}/{REDOC_JS}"),
+            redoc_favicon_url=_here(request, f"{ASSETS_PATH}/{FAVICON}"),
+            with_google_fonts=False,
+        )
     )
-    page.headers.update(DOCS_HEADERS)
-    return page
