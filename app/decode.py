@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from model_zoo import decode_image_bytes
 
@@ -83,6 +83,11 @@ def read_header(data: bytes, *, max_pixels: int) -> ImageHeader:
                 header = ImageHeader(str(image.format), int(image.width), int(image.height), str(image.mode))
     except Image.DecompressionBombError as exc:  # beyond Pillow's own hard limit
         raise TooManyPixelsError(None, None, max_pixels, note=_reason(exc)) from None
+    except UnidentifiedImageError:  # its message is the repr of our BytesIO: say what we know instead
+        raise NotAnImageError(
+            f"not a recognised image ({len(data)} bytes, starting with {_leading_bytes(data)}); "
+            f"supported formats: {', '.join(SUPPORTED_FORMATS)}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed headers
         raise NotAnImageError(f"not a recognised image ({len(data)} bytes): {_reason(exc)}") from None
     image_format = _FORMAT_ALIASES.get(header.format, header.format)
@@ -109,6 +114,14 @@ def decode_upload(data: bytes, *, max_pixels: int) -> DecodedImage:
     if pixels.shape[0] * pixels.shape[1] > max_pixels:  # a header that lied
         raise TooManyPixelsError(pixels.shape[1], pixels.shape[0], max_pixels)
     return DecodedImage(header, pixels)
+
+
+def _leading_bytes(data: bytes, count: int = 8) -> str:
+    """The first bytes as hex and as text, e.g. ``3c 68 74 6d 6c ("<html")``: enough to tell HTML,
+    JSON or a PDF from a damaged image."""
+    head = data[:count]
+    text = "".join(chr(byte) if 32 <= byte < 127 else "." for byte in head)
+    return f"{head.hex(' ')} ({text!r})"
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """Shared dependencies as ``Annotated`` aliases: the routes' only way to reach the app's state.
 
-:data:`VariantDep` resolves the ``variant`` query parameter once per request: an unknown name is
-a 404 and a variant that cannot answer now a 503, both raised here; the variant is recorded for
+:data:`VariantDep` resolves the ``variant`` query parameter once per request: an unknown name, or
+one this process was not started with, is a 404 and a variant that cannot answer now a 503, all
+raised here; the variant is recorded for
 the access log, and the route gets the variant's :class:`~app.variant_core.VariantCore`.
 """
 
@@ -55,7 +56,11 @@ def get_variant(
     pool: PoolDep,
     record: RecordDep,
 ) -> VariantCore:
-    """The core of the requested variant. Raises UnknownVariantError (404), VariantNotReadyError (503)."""
+    """The core of the requested variant.
+
+    Raises:
+        UnknownVariantError, VariantNotServedError (404), VariantNotReadyError (503).
+    """
     slot = pool.slot(variant)
     record.variant = slot.variant
     return pool.core(slot.variant)

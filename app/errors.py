@@ -24,7 +24,7 @@ from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
 from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
-from .model_pool import NoVariantLoadedError, VariantNotReadyError
+from .model_pool import NoVariantLoadedError, VariantNotReadyError, VariantNotServedError
 from .schemas import ErrorResponse
 from .upload import BodyTooLargeError, UnsupportedMediaTypeError
 from .variant_core import ImageUnprocessableError, InvalidParameterError, ModelExecutionError
@@ -49,6 +49,8 @@ class ErrorSpec:
 # Most specific first: the first entry the exception is an instance of wins.
 ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     UnknownVariantError: ErrorSpec(404, "unknown_variant", "unknown variant (the body lists the valid ones)"),
+    # 404, not 503: it never loads in this process, so there is nothing to retry (no Retry-After)
+    VariantNotServedError: ErrorSpec(404, "variant_not_served", "a registry variant this process was not started with"),
     VariantNotReadyError: ErrorSpec(503, "variant_unavailable", "variant not loaded (see Retry-After)"),
     NoVariantLoadedError: ErrorSpec(503, "no_variant_loaded", "no variant is loaded (see Retry-After)"),
     AttentionQueryError: ErrorSpec(
@@ -79,7 +81,7 @@ UPLOAD_ERRORS: tuple[type[Exception], ...] = (
 )  # fmt: skip
 # What a route that runs a variant's model can answer.
 MODEL_ERRORS: tuple[type[Exception], ...] = (
-    UnknownVariantError, VariantNotReadyError, QueueFullError, DeadlineExceededError, BatcherClosedError,
+    UnknownVariantError, VariantNotServedError, VariantNotReadyError, QueueFullError, DeadlineExceededError, BatcherClosedError,
     ModelExecutionError,
 )  # fmt: skip
 

@@ -13,15 +13,16 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 
 from model_zoo import keep_freed_memory, load_registry
 
-from .errors import install_error_handlers
+from .errors import REQUEST_ID_HEADER, install_error_handlers
 from .measured_figures import MeasuredFigures
 from .metrics import METRICS_OPENAPI, METRICS_PATH, ServiceMetrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure_access_log
 from .model_pool import ModelPool
-from .routes import attention, compare, detect, health, models, pages
+from .routes import attention, compare, detect, docs, health, models, pages
 from .settings import Settings, get_settings
 
 logger = logging.getLogger("attnzoo.app")
@@ -72,8 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs" if settings.docs else None,
-        redoc_url="/redoc" if settings.docs else None,
+        docs_url=None,  # routes.docs serves /docs and /redoc with local assets
+        redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None,
     )
     app.state.settings = settings
@@ -85,9 +86,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     configure_access_log()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # outside the body limit, so that browsers can read its 413 too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        )
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)  # outermost: sees every answer
     for module in (detect, compare, attention, models, health, pages):
         app.include_router(module.router)
     app.add_route(METRICS_PATH, service_metrics.endpoint())
     app.mount("/static", pages.PageFiles(), name="static")
+    if settings.docs:
+        app.include_router(docs.router)
+        app.mount(docs.ASSETS_PATH, docs.assets(), name="docs-assets")
     return app

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import REQUEST_ID_HEADER, error_response
@@ -29,7 +30,8 @@ from .upload import BodyTooLargeError
 
 ACCESS_LOGGER = "attnzoo.access"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-UNMATCHED_ENDPOINT = "unmatched"  # one label value for every path no route serves
+UNMATCHED_ENDPOINT = "unmatched"  # one label value for every path no route or mount serves
+PREFLIGHT_ENDPOINT = "cors_preflight"  # CORS preflights, answered by CORSMiddleware before routing
 
 
 @dataclass
@@ -92,8 +94,7 @@ class RequestContextMiddleware:
             self._log(scope, record, status, time.perf_counter() - started)
 
     def _log(self, scope: Scope, record: RequestRecord, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        endpoint = getattr(route, "path", None) or UNMATCHED_ENDPOINT
+        endpoint = endpoint_label(scope)
         self.metrics.requests.labels(record.variant, endpoint, str(status)).inc()
         self.metrics.request_duration.labels(record.variant, endpoint).observe(seconds)
         client = scope.get("client")
@@ -113,6 +114,35 @@ class RequestContextMiddleware:
         if record.error is not None:
             line["error"] = record.error
         self.logger.info(json.dumps(line, separators=(",", ":")))
+
+
+def endpoint_label(scope: Scope) -> str:
+    """The ``endpoint`` label of a finished request: the path template of the route or mount that
+    served it (``/models/{variant}``, ``/static/{path}``, ``/metrics``); :data:`PREFLIGHT_ENDPOINT`
+    for a CORS preflight (CORSMiddleware answers those itself, for any path); else
+    :data:`UNMATCHED_ENDPOINT`.
+
+    FastAPI records its own routes in ``scope["route"]``; Starlette routes and mounts (the page's
+    files, the docs assets) leave none, so those are matched here against the app's routes.
+    """
+    route = scope.get("route") or _plain_route_serving(scope)
+    label = getattr(route, "path_format", None)
+    if label:
+        return label
+    return PREFLIGHT_ENDPOINT if _is_preflight(scope) else UNMATCHED_ENDPOINT
+
+
+def _plain_route_serving(scope: Scope) -> BaseRoute | None:
+    # A mount that answered has moved root_path to its prefix; match from the app's own root.
+    probe = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+    for route in getattr(scope.get("app"), "routes", ()):
+        if getattr(route, "path_format", None) and route.matches(probe)[0] is not Match.NONE:
+            return route
+    return None
+
+
+def _is_preflight(scope: Scope) -> bool:
+    return scope.get("method") == "OPTIONS" and any(name == b"access-control-request-method" for name, _ in scope.get("headers", ()))
 
 
 def _incoming_id(scope: Scope) -> str | None:

@@ -6,7 +6,12 @@ variant, load the checkpoint from the weights dir (its sha256 checked against th
 run one warm-up forward, start its batcher, and only then mark it ``loaded``. A variant whose
 weights are missing, refused or broken becomes ``unavailable`` with the reason and does not stop
 the others. Variants of the registry that were not requested are listed as ``unavailable`` too,
-so ``/models`` shows the whole registry.
+so ``/models`` shows the whole registry; asking one of them for an answer is a 404
+(:class:`VariantNotServedError`), since it will never load in this process.
+
+Readiness (``/readyz``) follows Triton's ``--strict-readiness``: with ``ATTNZOO_STRICT_READINESS``
+true (the default) the service is ready when every requested variant is loaded, with false when
+at least one is.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from model_zoo import (
     Detector,
     Registry,
     VariantEntry,
+    WeightsMissingError,
     default_weights_dir,
     load_detector,
     resolve_device,
@@ -62,10 +68,35 @@ class VariantNotReadyError(Exception):
         self.retry_after_s = RETRY_AFTER_LOADING_S if state is VariantState.LOADING else RETRY_AFTER_UNAVAILABLE_S
 
 
+class VariantNotServedError(Exception):
+    """The variant is in the registry, but this process was not started with it: it never loads here."""
+
+    def __init__(self, variant: str, served: Sequence[str]) -> None:
+        super().__init__(
+            f"variant {variant!r} is not served by this process, which was started with the variants "
+            f"{', '.join(served)} (ATTNZOO_VARIANTS); restart it with {variant} among them (or without "
+            "ATTNZOO_VARIANTS: every variant) to serve it"
+        )
+        self.variant = variant
+        self.served = list(served)
+
+
 class NoVariantLoadedError(Exception):
     """No variant can answer now: every requested one is loading or unavailable."""
 
     retry_after_s = RETRY_AFTER_LOADING_S
+
+
+@dataclass(frozen=True)
+class MissingWeights:
+    """Where a requested variant's checkpoint was looked for and not found."""
+
+    directory: Path  # the weights dir (ATTNZOO_WEIGHTS_DIR)
+    file: str  # the file name the registry gives it (hash prefix included)
+    url: str | None  # where `attnzoo fetch` downloads it from
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"directory": str(self.directory), "file": self.file, "url": self.url}
 
 
 @dataclass
@@ -77,11 +108,17 @@ class VariantSlot:
     state: VariantState
     reason: str | None = None  # why it is unavailable
     weights_path: Path | None = None  # where its checkpoint is (expected) to be
+    missing_weights: MissingWeights | None = None  # set when it is unavailable because the file is missing
     core: VariantCore | None = None
 
     @property
     def variant(self) -> str:
         return self.entry.alias
+
+    @property
+    def ready(self) -> bool:
+        """Loaded and warmed up: it answers requests."""
+        return self.state is VariantState.LOADED
 
 
 class ModelPool:
@@ -133,8 +170,14 @@ class ModelPool:
         return self.slots[self.registry.resolve(name).alias]
 
     def core(self, name: str) -> VariantCore:
-        """Core of a variant that can answer now. Raises UnknownVariantError, VariantNotReadyError."""
+        """Core of a variant that can answer now.
+
+        Raises:
+            UnknownVariantError, VariantNotServedError (not requested), VariantNotReadyError.
+        """
         slot = self.slot(name)
+        if not slot.requested:
+            raise VariantNotServedError(slot.variant, [served.variant for served in self.requested_slots()])
         if slot.core is None:
             raise VariantNotReadyError(slot.variant, slot.state, slot.reason)
         return slot.core
@@ -157,6 +200,11 @@ class ModelPool:
             why = "; ".join(f"{variant}: {reason}" for variant, reason in self.readiness().items())
             raise NoVariantLoadedError(f"no variant is loaded ({why or 'none was requested'})")
         return cores
+
+    def is_ready(self, *, strict: bool) -> bool:
+        """Strict: every requested variant is loaded; not strict: at least one variant is."""
+        slots = self.requested_slots()
+        return all(slot.ready for slot in slots) if strict else any(slot.ready for slot in slots)
 
     def readiness(self) -> dict[str, str]:
         """Why the service is not ready: variant → reason; empty when every requested one is loaded."""
@@ -199,6 +247,9 @@ class ModelPool:
             )
             if self.settings.warmup:
                 _warm_up(detector)
+        except WeightsMissingError as exc:
+            self._mark_unavailable(slot, str(exc), missing=True)
+            return
         except AttnzooError as exc:
             self._mark_unavailable(slot, str(exc))
             return
@@ -226,7 +277,9 @@ class ModelPool:
         self.metrics.model_ready.labels(variant).set(1)
         logger.info("loaded %s on %s in %.2f s (sha256 %s)", variant, core.device, core.load_seconds, core.sha256)
 
-    def _mark_unavailable(self, slot: VariantSlot, reason: str) -> None:
+    def _mark_unavailable(self, slot: VariantSlot, reason: str, *, missing: bool = False) -> None:
+        if missing and slot.weights_path is not None:
+            slot.missing_weights = MissingWeights(slot.weights_path.parent, slot.weights_path.name, slot.entry.weights_url)
         slot.state, slot.reason = VariantState.UNAVAILABLE, reason
         self.metrics.model_ready.labels(slot.variant).set(0)
         logger.warning("variant %s unavailable: %s", slot.variant, reason)

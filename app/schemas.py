@@ -79,6 +79,14 @@ class MeasuredOut(BaseModel):
     measured_at: str = Field(description="modification time of that file, UTC ISO 8601")
 
 
+class MissingWeightsOut(BaseModel):
+    """Where a requested variant's checkpoint was looked for and not found: put ``file`` into ``directory``."""
+
+    directory: str = Field(description="the weights directory (ATTNZOO_WEIGHTS_DIR)")
+    file: str = Field(description="the checkpoint's file name, with the sha256 prefix the registry gives it")
+    url: str | None = Field(description="where `attnzoo fetch` downloads it from")
+
+
 class ModelOut(BaseModel):
     variant: str
     name: str
@@ -87,7 +95,10 @@ class ModelOut(BaseModel):
     published: PublishedOut
     measured: MeasuredOut | None = Field(description="from the eval job's latest table.json, if any")
     state: str = Field(description="loaded, loading or unavailable")
+    ready: bool = Field(description="loaded and warmed up: it answers requests now")
+    requested: bool = Field(description="among the variants this process was started with (ATTNZOO_VARIANTS)")
     reason: str | None = Field(description="why it is unavailable")
+    missing_weights: MissingWeightsOut | None = Field(description="set when it is unavailable because its checkpoint is missing")
     device: str | None
     weights_file: str | None
     weights_url: str | None
@@ -97,6 +108,7 @@ class ModelOut(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[ModelOut]
+    hint: str | None = Field(description="what to do about missing checkpoints (where to put them; `attnzoo serve --demo`)")
 
 
 class HealthResponse(BaseModel):
@@ -105,7 +117,11 @@ class HealthResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     status: str
-    variants: dict[str, str] = Field(description="requested variant → state")
+    strict: bool = Field(description="ATTNZOO_STRICT_READINESS: ready needs every requested variant (else one)")
+    variants: dict[str, str] = Field(description="requested variant → state (loaded, loading, unavailable)")
+    reasons: dict[str, str] = Field(description="requested variant that does not answer → why")
+    missing_weights: dict[str, MissingWeightsOut] = Field(description="requested variant → where its missing checkpoint goes")
+    hint: str | None = Field(description="what to do about missing checkpoints (where to put them; `attnzoo serve --demo`)")
 
 
 class CompareResult(BaseModel):

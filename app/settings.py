@@ -19,6 +19,7 @@ ENV_PREFIX = "ATTNZOO_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+CORS_ORIGIN_PATTERN = re.compile(r"^(\*|https?://[^/\s]+)$")  # what a browser sends as Origin
 
 
 class Settings(BaseSettings):
@@ -46,6 +47,16 @@ class Settings(BaseSettings):
     verify_hash: bool = Field(True, description="refuse weights whose sha256 does not match their file name")
     warmup: bool = Field(True, description="run one forward per variant before reporting ready")
     docs: bool = Field(True, description="serve the OpenAPI docs at /docs and /redoc")
+    strict_readiness: bool = Field(
+        True,
+        description="/readyz is 200 when every requested variant is loaded; false: when at least one is "
+        "(Triton's --strict-readiness)",
+    )
+    cors_origins: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="browser origins allowed to call the API from other pages (comma-separated in the env var, "
+        "e.g. https://app.example.com,http://localhost:3000; * for any); default: none (CORS off)",
+    )
     keep_freed_memory: bool = Field(
         True,
         description="glibc malloc keeps freed memory for the next forward: about 25% faster CPU inference; "
@@ -66,10 +77,21 @@ class Settings(BaseSettings):
             raise ValueError(f"invalid device {value!r}: expected auto, cpu, cuda or cuda:N")
         return value
 
-    @field_validator("variants", mode="before")
+    @field_validator("cors_origins")
     @classmethod
-    def _split_variants(cls, value: Any) -> Any:
-        """``"a,b c"`` (env var) → ``["a", "b", "c"]``; an empty value means every variant."""
+    def _check_cors_origins(cls, value: list[str] | None) -> list[str] | None:
+        for origin in value or ():
+            if not CORS_ORIGIN_PATTERN.match(origin):
+                raise ValueError(
+                    f"invalid CORS origin {origin!r}: expected scheme://host[:port] with no path "
+                    "(e.g. https://app.example.com) or *"
+                )
+        return value
+
+    @field_validator("variants", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """``"a,b c"`` (env var) → ``["a", "b", "c"]``; an empty value means the default."""
         if isinstance(value, str):
             value = [part for part in value.replace(",", " ").split() if part]
         if isinstance(value, (list, tuple)) and not value:

@@ -1,4 +1,4 @@
-"""Request body → image bytes: a multipart ``file`` field, or the raw body.
+"""Request body → image bytes: a multipart ``file`` (or ``image``) field, or the raw body.
 
 The body size limit is enforced while the body streams in (``middleware.BodyLimitMiddleware``,
 ``ATTNZOO_MAX_BODY_BYTES``): a request announcing or sending more is answered 413 without being
@@ -12,7 +12,10 @@ from starlette.requests import Request
 
 from .decode import EmptyUploadError, UploadError
 
-FILE_FIELD = "file"
+# The multipart field names accepted for the image: ``file`` (FastAPI's and curl's usual name) and
+# ``image`` (what Roboflow's and many other detection clients send); one file per request.
+FILE_FIELDS = ("file", "image")
+FILE_FIELDS_TEXT = " or ".join(map(repr, FILE_FIELDS))  # for messages and the OpenAPI docs
 RAW_MEDIA_TYPES = ("image/*", "application/octet-stream")
 
 
@@ -28,7 +31,7 @@ class UnsupportedMediaTypeError(UploadError):
     def __init__(self, media_type: str) -> None:
         super().__init__(
             f"Content-Type {media_type!r} is not accepted; send the image as multipart/form-data field "
-            f"{FILE_FIELD!r} (curl -F {FILE_FIELD}=@image.jpg) or as the raw body with Content-Type "
+            f"{FILE_FIELDS_TEXT} (curl -F file=@image.jpg) or as the raw body with Content-Type "
             "image/* or application/octet-stream (curl --data-binary @image.jpg -H 'Content-Type: image/jpeg')"
         )
         self.media_type = media_type
@@ -47,9 +50,9 @@ async def read_image_bytes(request: Request) -> bytes:
     media_type = media_type_of(request)
     if media_type == "multipart/form-data":
         async with request.form(max_files=1, max_fields=16) as form:
-            upload = form.get(FILE_FIELD)
-            if not isinstance(upload, UploadFile):
-                raise EmptyUploadError(f"the multipart body has no file field {FILE_FIELD!r}")
+            upload = next((form[name] for name in FILE_FIELDS if isinstance(form.get(name), UploadFile)), None)
+            if upload is None:
+                raise EmptyUploadError(f"the multipart body has no file field {FILE_FIELDS_TEXT}")
             return await upload.read()
     if media_type in ("", "application/octet-stream") or media_type.startswith("image/"):
         return await request.body()

@@ -7,6 +7,7 @@ with OpenCV's built-in Hershey font: no font files, nothing fetched at run time.
 from __future__ import annotations
 
 import colorsys
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -30,33 +31,97 @@ def line_width(image: np.ndarray) -> int:
     return max(1, round(0.002 * (image.shape[0] + image.shape[1])))
 
 
+MIN_TEXT_SCALE = 0.3  # Hershey simplex 0.3: text 7 px tall, about the smallest that stays readable
+TEXT_SCALE_PER_PIXEL = 0.0009  # of sqrt(height × width): text about 2% of the image's mean side tall
+LABEL_PAD = 1  # pixels between the text and the edge of its filled box
+
+
+def text_scale(image: np.ndarray) -> float:
+    """Label font scale: in proportion to the image's size (the geometric mean of its sides), so a
+    label takes the same share of a small image as of a large one, but at least MIN_TEXT_SCALE."""
+    height, width = image.shape[:2]
+    return max(MIN_TEXT_SCALE, TEXT_SCALE_PER_PIXEL * float(np.sqrt(height * width)))
+
+
+@dataclass(frozen=True)
+class LabelPlacement:
+    """Where one detection's label goes: the filled box's top-left corner and size, in pixels."""
+
+    index: int  # of the detection, in the order given to :func:`place_labels`
+    text: str
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def overlaps(self, other: "LabelPlacement") -> bool:
+        return (
+            self.x < other.x + other.width
+            and other.x < self.x + self.width
+            and self.y < other.y + other.height
+            and other.y < self.y + self.height
+        )
+
+
+def label_text(detection: Detection) -> str:
+    return f"{detection.class_name} {detection.score:.2f}"
+
+
+def place_labels(image: np.ndarray, detections: Sequence[Detection]) -> list[LabelPlacement]:
+    """Labels that fit without covering one another, best score first (ties: the order given).
+
+    Each label tries, in turn: just above its box's top-left corner, just inside it, just below
+    the box. It takes the first spot that lies inside the image and overlaps no label placed
+    before; a label with no such spot is left out (its box is still drawn). Deterministic: the
+    same detections give the same placements.
+    """
+    height, width = image.shape[:2]
+    scale, thickness = text_scale(image), line_width(image)
+    placed: list[LabelPlacement] = []
+    for index in sorted(range(len(detections)), key=lambda i: -detections[i].score):
+        detection = detections[index]
+        text = label_text(detection)
+        (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, _text_thickness(scale))
+        box_w, box_h = text_w + 2 * LABEL_PAD, text_h + baseline + 2 * LABEL_PAD
+        x1, y1, _, y2 = (int(round(v)) for v in detection.bbox)
+        x = min(max(x1, 0), width - box_w)
+        for y in (y1 - box_h, y1 + thickness, y2 + thickness):  # above, inside, below
+            spot = LabelPlacement(index, text, x, y, box_w, box_h)
+            if x >= 0 and 0 <= y <= height - box_h and not any(spot.overlaps(other) for other in placed):
+                placed.append(spot)
+                break
+    return placed
+
+
+def _text_thickness(scale: float) -> int:
+    return max(1, round(scale))
+
+
 def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
     b, g, r = background
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
 
 
-def draw_label(image: np.ndarray, text: str, origin: tuple[int, int], color: tuple[int, int, int], thickness: int) -> None:
-    """Text on a filled box of ``color`` with its top-left at ``origin``, kept inside the image."""
-    scale = 0.35 * thickness + 0.15
-    (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, max(1, thickness // 2))
-    x = int(min(max(origin[0], 0), max(image.shape[1] - text_w - 2, 0)))
-    y = int(min(max(origin[1], 0), max(image.shape[0] - text_h - baseline - 2, 0)))
-    cv2.rectangle(image, (x, y), (x + text_w + 2, y + text_h + baseline + 2), color, -1)
-    cv2.putText(image, text, (x + 1, y + text_h + 1), FONT, scale, _text_color(color), max(1, thickness // 2), cv2.LINE_AA)
+def draw_label(image: np.ndarray, spot: LabelPlacement, color: tuple[int, int, int], scale: float) -> None:
+    """``spot``'s text on a filled box of ``color``, in place."""
+    thickness = _text_thickness(scale)
+    _, baseline = cv2.getTextSize(spot.text, FONT, scale, thickness)
+    cv2.rectangle(image, (spot.x, spot.y), (spot.x + spot.width - 1, spot.y + spot.height - 1), color, -1)
+    origin = (spot.x + LABEL_PAD, spot.y + spot.height - LABEL_PAD - baseline)
+    cv2.putText(image, spot.text, origin, FONT, scale, _text_color(color), thickness, cv2.LINE_AA)
 
 
 def draw_detections(image: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
-    """A copy of ``image`` with each detection's box, class name and score drawn (lowest score first)."""
+    """A copy of ``image`` with each detection's box (lowest score first, so the best is on top)
+    and the labels (class name and score) that :func:`place_labels` finds room for, over the boxes."""
     canvas = image.copy()
     thickness = line_width(canvas)
     for detection in sorted(detections, key=lambda d: d.score):
-        color = class_color(detection.label)
         x1, y1, x2, y2 = (int(round(v)) for v in detection.bbox)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-        label = f"{detection.class_name} {detection.score:.2f}"
-        text_h = cv2.getTextSize(label, FONT, 0.35 * thickness + 0.15, 1)[0][1]
-        above = y1 - text_h - 2 * thickness - 2
-        draw_label(canvas, label, (x1, above if above >= 0 else y1 + thickness), color, thickness)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), class_color(detection.label), thickness)
+    scale = text_scale(canvas)
+    for spot in place_labels(canvas, detections):
+        draw_label(canvas, spot, class_color(detections[spot.index].label), scale)
     return canvas
 
 

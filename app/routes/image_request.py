@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Query
 
 from ..image_responses import IMAGE_RESPONSES
-from ..upload import FILE_FIELD, RAW_MEDIA_TYPES
+from ..upload import FILE_FIELDS, FILE_FIELDS_TEXT, RAW_MEDIA_TYPES
 
 VARY = {"Vary": "Accept"}  # the Accept header picks JSON or an image
 
@@ -26,10 +26,14 @@ ClassesQuery = Annotated[
 _BINARY = {"type": "string", "format": "binary"}
 IMAGE_REQUEST_BODY = {
     "required": True,
-    "description": f"the image (JPEG, PNG, WebP, BMP, TIFF, GIF) as multipart field {FILE_FIELD!r} or as the raw body",
+    "description": "the image (JPEG, PNG, WebP, BMP, TIFF, GIF) as the raw body, or as multipart field "
+    f"{FILE_FIELDS_TEXT} (either name, one file)",
     "content": {
         "multipart/form-data": {
-            "schema": {"type": "object", "required": [FILE_FIELD], "properties": {FILE_FIELD: _BINARY}}
+            "schema": {
+                "type": "object",
+                "properties": {name: {**_BINARY, "description": f"the image (send {FILE_FIELDS_TEXT})"} for name in FILE_FIELDS},
+            }
         },
         **{media_type: {"schema": _BINARY} for media_type in RAW_MEDIA_TYPES},
     },

@@ -15,6 +15,7 @@ from ..errors import error_responses
 from ..measured_figures import MeasuredFigures
 from ..model_pool import VariantSlot
 from ..schemas import MeasuredOut, ModelOut, ModelsResponse
+from ..setup_help import missing_weights_hint
 
 logger = logging.getLogger("attnzoo.models")
 
@@ -51,7 +52,10 @@ def model_summary(slot: VariantSlot, measured: MeasuredFigures) -> dict[str, Any
         },
         "measured": _measured(entry.alias, measured),
         "state": slot.state.value,
+        "ready": slot.ready,
+        "requested": slot.requested,
         "reason": slot.reason,
+        "missing_weights": slot.missing_weights.to_dict() if slot.missing_weights else None,
         "device": core.device if core else None,
         "weights_file": str(slot.weights_path) if slot.weights_path else None,
         "weights_url": entry.weights_url,
@@ -73,7 +77,10 @@ def _measured(variant: str, measured: MeasuredFigures) -> dict[str, Any] | None:
 
 @router.get("", response_model=ModelsResponse, summary="Every registry variant")
 async def list_models(pool: PoolDep, measured: MeasuredDep) -> Any:
-    return {"models": [model_summary(slot, measured) for slot in pool.slots.values()]}
+    return {
+        "models": [model_summary(slot, measured) for slot in pool.slots.values()],
+        "hint": missing_weights_hint(pool.requested_slots()),
+    }
 
 
 @router.get("/{variant}", response_model=ModelOut, summary="One variant (short or full name)")

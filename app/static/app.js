@@ -1,11 +1,12 @@
 "use strict";
 // attnzoo try-it page. Talks only to the server that served it (relative URLs):
-//   GET models, POST detect | compare (score_thr=0.05, once per image and variant choice),
-//   POST attention?format=image (on click).
+//   GET models (again every few seconds while a variant loads), POST detect | compare
+//   (score_thr=0.05, once per image and variant choice), POST attention?format=image (on click).
 // The score slider filters the answers here, without a new request.
 
 const COMPARE_ALL = "__compare__";
 const REQUEST_SCORE_THR = 0.05; // the lowest threshold the slider offers
+const MODELS_POLL_MS = 2000; // while a variant is loading
 
 const $ = (id) => document.getElementById(id);
 
@@ -62,32 +63,68 @@ async function loadModels() {
     setStatus(`models: ${await errorText(response)}`, true);
     return;
   }
-  const { models } = await response.json();
-  models.forEach((model) => state.models.set(model.variant, model));
+  const { models, hint } = await response.json();
+  state.models = new Map(models.map((model) => [model.variant, model]));
   fillVariantChoice(models);
   fillStageChoice(models);
   fillModelsTable(models);
+  showSetupHelp(models, hint);
+  if (models.some((m) => m.state === "loading")) setTimeout(() => report(loadModels()), MODELS_POLL_MS);
 }
 
 function fillVariantChoice(models) {
   const select = $("variant");
+  const previous = select.value;
   const loaded = models.filter((m) => m.state === "loaded");
+  select.replaceChildren();
   for (const model of models) {
     const label = model.state === "loaded" ? model.variant : `${model.variant} (${model.state})`;
     select.add(new Option(label, model.variant, false, model === loaded[0]));
     select.options[select.options.length - 1].disabled = model.state !== "loaded";
   }
   select.add(new Option(`compare all (${loaded.length} loaded)`, COMPARE_ALL));
-  if (!loaded.length) setStatus("No variant is loaded yet: reload the page in a moment.", true);
+  const kept = [...select.options].find((option) => option.value === previous && !option.disabled);
+  if (kept) select.value = previous;
+  const loading = models.filter((m) => m.state === "loading").map((m) => m.variant);
+  if (!loaded.length && loading.length) setStatus(`Loading ${loading.join(", ")}… this page updates when one is ready.`);
+  else if (!loaded.length) setStatus("No variant is loaded: see below what to do.", true);
+  else if (!state.file) setStatus("");
 }
 
 function fillStageChoice(models) {
+  const select = $("att-stage");
+  const previous = select.value;
   const stages = [...new Set(models.flatMap((m) => m.architecture.attention_stages))].sort((a, b) => a - b);
-  stages.forEach((stage) => $("att-stage").add(new Option(`${stage}`, `${stage}`)));
+  select.replaceChildren(...stages.map((stage) => new Option(`${stage}`, `${stage}`)));
+  if (stages.includes(Number(previous))) select.value = previous;
+}
+
+// Missing checkpoints: where to put which file, and that `attnzoo serve --demo` exists (the
+// server's hint). Shown when a requested variant's checkpoint is missing, or when none loaded.
+function showSetupHelp(models, hint) {
+  const loaded = models.some((m) => m.state === "loaded");
+  const loading = models.some((m) => m.state === "loading");
+  const missing = models.filter((m) => m.missing_weights);
+  $("setup-help").hidden = loading || (loaded && !missing.length);
+  if ($("setup-help").hidden) return;
+  $("setup-title").textContent = loaded ? "Some checkpoints are missing" : "No variant is loaded";
+  $("setup-hint").textContent = hint ? `${hint.charAt(0).toUpperCase()}${hint.slice(1)}.` : "The requested variants failed to load:";
+  const item = (...parts) => {
+    const li = document.createElement("li");
+    li.append(...parts);
+    return li;
+  };
+  const code = (text) => Object.assign(document.createElement("code"), { textContent: text });
+  const files = missing.map(({ variant, missing_weights: { directory, file } }) => item(`${variant}: `, code(`${directory}/${file}`)));
+  const failed = models
+    .filter((m) => m.requested && m.state === "unavailable" && !m.missing_weights)
+    .map((m) => item(`${m.variant}: ${m.reason}`));
+  $("setup-files").replaceChildren(...files, ...failed);
 }
 
 function fillModelsTable(models) {
   const body = $("models-table").tBodies[0];
+  body.replaceChildren();
   for (const model of models) {
     const row = body.insertRow();
     const measured = model.measured || {};
@@ -154,6 +191,7 @@ function latencyOf(result) {
 
 function showResults(results) {
   const container = $("results");
+  $("tooltip").hidden = true; // its canvas is about to go: no mouseleave will come
   container.replaceChildren();
   state.panels = results.map((result) => {
     const figure = document.createElement("figure");
@@ -168,9 +206,13 @@ function showResults(results) {
     canvas.width = result.width;
     canvas.height = result.height;
     canvas.dataset.variant = result.variant;
-    figure.append(caption, canvas);
+    const list = document.createElement("details");
+    list.className = "detections";
+    list.open = true;
+    list.append(document.createElement("summary"), document.createElement("ol"));
+    figure.append(caption, canvas, list);
     container.append(figure);
-    const panel = { result, canvas, shown: [] };
+    const panel = { result, canvas, list, shown: [] };
     canvas.addEventListener("mousemove", (event) => hover(panel, event));
     canvas.addEventListener("mouseleave", () => ($("tooltip").hidden = true));
     canvas.addEventListener("click", (event) => report(showAttention(panel, event)));
@@ -193,6 +235,24 @@ function draw(panel) {
     ctx.strokeRect(x1 + offset, y1 + offset, x2 - x1, y2 - y1);
   }
   canvas.dataset.boxes = `${panel.shown.length}`;
+  listDetections(panel);
+}
+
+// The detections drawn on the panel, by descending score: a count, and class + score of each.
+function listDetections({ list, shown }) {
+  const count = shown.length;
+  list.querySelector("summary").textContent =
+    `${count} detection${count === 1 ? "" : "s"} with score > ${state.threshold.toFixed(2)}`;
+  list.querySelector("ol").replaceChildren(
+    ...shown.map((detection) => {
+      const item = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = classColor(detection.label);
+      item.append(swatch, `${detection.class_name} ${detection.score.toFixed(2)}`);
+      return item;
+    }),
+  );
 }
 
 // Pointer position → original-image pixels (the canvas may be shown scaled, inside its border).

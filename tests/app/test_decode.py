@@ -179,3 +179,24 @@ def test_random_bytes_never_escape_as_other_errors():
         except (NotAnImageError, UnsupportedFormatError, TooManyPixelsError):
             continue
         assert decoded.pixels.dtype == np.uint8 and decoded.pixels.ndim == 3
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"hello",
+        b"\x00" * 64,
+        b"\x89PNG\r\n\x1a\n",
+        b"GIF89a",
+        b"II*\x00\x08\x00\x00\x00",
+        b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+        b"BM" + b"\x00" * 20,
+        pil(rgb(), "PNG")[:40],
+        pil(rgb(), "JPEG")[:40],
+    ],
+)
+def test_refusals_never_show_a_python_repr(payload):
+    with pytest.raises(NotAnImageError) as refused:
+        decode_upload(payload, max_pixels=LIMIT)
+    assert "object at 0x" not in str(refused.value)
+    assert str(refused.value).startswith("not a recognised image")

@@ -1,13 +1,16 @@
 """The try-it page at / driven in a real headless Chromium (Debian's ``chromium``, via Playwright)
-against the real uvicorn on 127.0.0.1: upload, boxes on the canvas, the slider, the comparison,
-an attention map, a screenshot, and not one request to anywhere but the server.
+against the real uvicorn on 127.0.0.1: upload, boxes on the canvas, the detections list, the
+slider, the comparison, an attention map with its colour scale, the setup help when nothing is
+loaded, the API docs, screenshots, and not one request to anywhere but the server.
 
 Needs ``/usr/bin/chromium`` (``apt-get install -y chromium chromium-driver``; scripts/test installs
-it). Playwright's own browser download is never used.
+it). Playwright's own browser download is never used. Screenshots go to the test's tmp_path, or to
+``$ATTNZOO_SCREENSHOT_DIR`` when set (to look at them).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -16,9 +19,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import cv2
 import httpx
+import numpy as np
 import pytest
 
 from model_zoo.visualize import class_color
+from tests.app.conftest import MISSING_VARIANT, REFUSED_VARIANT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -33,6 +38,36 @@ CHROMIUM_ARGS = [
 ]
 PAGE_THRESHOLD = 0.3  # the slider's initial value
 SCREENSHOT_NAME = "attnzoo-page.png"
+LEGEND_VALUES = (0, 32, 64, 96, 128, 160, 192, 224, 255)  # the colour stops of the page's heat-map scale
+
+
+@pytest.fixture()
+def screenshots(tmp_path) -> Path:
+    folder = Path(os.environ.get("ATTNZOO_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class OnlyLocal:
+    """Routes a page's requests: to the server under test they go, anything else is aborted and noted."""
+
+    def __init__(self, page, port: int) -> None:
+        self.requests: list[str] = []
+        self.outside: list[str] = []
+        self.problems: list[str] = []
+        self.port = port
+        page.route("**/*", self._route)
+        page.on("request", lambda request: self.requests.append(f"{request.method} {request.url}"))
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on("console", lambda message: self.problems.append(message.text) if message.type == "error" else None)
+
+    def _route(self, route) -> None:
+        url = urlsplit(route.request.url)
+        if url.hostname == "127.0.0.1" and url.port == self.port:
+            route.continue_()
+        else:
+            self.outside.append(route.request.url)
+            route.abort()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +113,13 @@ def set_threshold(page, value: float) -> None:
     )
 
 
-def test_the_page_end_to_end(browser, live_server, make_scene, tmp_path):
+def detection_texts(page, variant: str) -> tuple[str, list[str]]:
+    """The summary (count) and the list items under ``variant``'s panel."""
+    panel = page.locator(f'#results figure[data-variant="{variant}"] .detections')
+    return panel.locator("summary").inner_text(), panel.locator("li").all_inner_texts()
+
+
+def test_the_page_end_to_end(browser, live_server, make_scene, tmp_path, screenshots):
     image_path = tmp_path / "scene.png"
     cv2.imwrite(str(image_path), make_scene(320, 240, seed=0))
     expected = httpx.post(
@@ -91,23 +132,9 @@ def test_the_page_end_to_end(browser, live_server, make_scene, tmp_path):
     shown = [d for d in expected if d["score"] > PAGE_THRESHOLD]
     assert shown, "the synthetic weights should find something in the scene"
 
-    requests: list[str] = []
-    outside: list[str] = []
-    problems: list[str] = []
-
-    def only_local(route) -> None:
-        url = route.request.url
-        if urlsplit(url).hostname == "127.0.0.1" and urlsplit(url).port == live_server.port:
-            route.continue_()
-        else:
-            outside.append(url)
-            route.abort()
-
     page = browser.new_page(viewport={"width": 1100, "height": 900})
-    page.route("**/*", only_local)
-    page.on("request", lambda request: requests.append(f"{request.method} {request.url}"))
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    network = OnlyLocal(page, live_server.port)
+    requests, outside, problems = network.requests, network.outside, network.problems
     try:
         page.goto(f"{live_server.base_url}/")
 
@@ -131,6 +158,12 @@ def test_the_page_end_to_end(browser, live_server, make_scene, tmp_path):
         assert canvas_pixel(page, "attn1111", x1, (y1 + y2) // 2) == (red, green, blue)
         assert canvas_pixel(page, "attn1111", (x1 + x2) // 2, y2) == (red, green, blue)
 
+        # the detections drawn, counted and listed by descending score
+        summary, items = detection_texts(page, "attn1111")
+        assert summary == f"{len(shown)} detection{'s' if len(shown) != 1 else ''} with score > 0.30"
+        assert items == [f"{d['class_name']} {d['score']:.2f}" for d in shown]
+        assert not page.locator("#setup-help").is_visible()  # everything requested is loaded
+
         # hover: class and score of the innermost box under the pointer
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         canvas.hover(position=page_point(canvas, cx, cy))
@@ -145,18 +178,26 @@ def test_the_page_end_to_end(browser, live_server, make_scene, tmp_path):
         threshold = float(page.input_value("#threshold"))
         assert threshold == 0.95 and shown[-1]["score"] < threshold
         assert int(canvas.get_attribute("data-boxes")) == len([d for d in expected if d["score"] > threshold]) < len(shown)
+        assert len(detection_texts(page, "attn1111")[1]) == int(canvas.get_attribute("data-boxes"))
+        assert detection_texts(page, "attn1111")[0].endswith("with score > 0.95")
         set_threshold(page, PAGE_THRESHOLD)
         assert int(canvas.get_attribute("data-boxes")) == len(shown)
         assert len([r for r in requests if "/detect?" in r]) == detect_calls
 
-        # compare all: one panel per loaded variant, titled with published AP and latency
+        # compare all: one panel per loaded variant, titled with published AP and latency; the
+        # tooltip of the panel that went away goes with it
+        assert page.locator("#tooltip").is_visible()
         page.select_option("#variant", "__compare__")
         page.wait_for_function('() => document.querySelectorAll("#results canvas[data-boxes]").length === 2')
+        assert page.locator("#tooltip").is_hidden()
         captions = page.locator("#results figcaption").all_inner_texts()
         assert captions[0].startswith("attn1111") and "published AP 40.0" in captions[0]
         assert captions[1].startswith("attn0010") and "published AP 39.1" in captions[1]
         assert all(re.search(r"\d+ ms here$", caption) for caption in captions)
         assert all(int(c.get_attribute("data-boxes")) > 0 for c in page.locator("#results canvas").all())
+        for variant in ("attn1111", "attn0010"):
+            count = int(page.locator(f'canvas[data-variant="{variant}"]').get_attribute("data-boxes"))
+            assert detection_texts(page, variant)[0].startswith(f"{count} detection") and len(detection_texts(page, variant)[1]) == count
         assert any("POST" in r and "/compare?" in r for r in requests)
 
         # click a point of the 1111 panel → its attention map (a heat map of the image's size)
@@ -174,11 +215,65 @@ def test_the_page_end_to_end(browser, live_server, make_scene, tmp_path):
         assert (query["variant"], query["stage"], query["block"], query["format"]) == ("attn1111", "3", "0", "image")
         assert abs(float(query["x"]) - 200) <= 1 and abs(float(query["y"]) - 120) <= 1  # pointer pixels are whole
 
-        page.screenshot(path=str(tmp_path / SCREENSHOT_NAME), full_page=True)
+        # the heat map's colour scale: OpenCV's JET, the colours the server draws with
+        legend = page.locator("#attention-legend")
+        assert legend.is_visible() and legend.bounding_box()["width"] > 100
+        gradient = legend.evaluate("(bar) => getComputedStyle(bar).backgroundImage")
+        stops = [tuple(map(int, rgb)) for rgb in re.findall(r"rgb\((\d+), (\d+), (\d+)\)", gradient)]
+        jet = cv2.applyColorMap(np.array(LEGEND_VALUES, np.uint8).reshape(-1, 1), cv2.COLORMAP_JET)[:, 0, ::-1]
+        assert stops == [tuple(int(c) for c in rgb) for rgb in jet]
+
+        page.screenshot(path=str(screenshots / SCREENSHOT_NAME), full_page=True)
     finally:
         page.close()
 
-    assert (tmp_path / SCREENSHOT_NAME).stat().st_size > 10_000
+    assert (screenshots / SCREENSHOT_NAME).stat().st_size > 10_000
     assert outside == [], f"the page asked for something outside 127.0.0.1: {outside}"
     assert all(urlsplit(r.split(" ", 1)[1]).hostname == "127.0.0.1" for r in requests)
     assert problems == []
+
+
+def test_the_page_says_where_to_put_missing_checkpoints(browser, broken_server, zoo, screenshots):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    network = OnlyLocal(page, broken_server.port)
+    try:
+        page.goto(f"{broken_server.base_url}/")
+        help_box = page.locator("#setup-help")
+        help_box.wait_for(state="visible")
+        assert page.locator("#setup-title").inner_text() == "No variant is loaded"
+        hint = page.locator("#setup-hint").inner_text()
+        missing_file = f"{MISSING_VARIANT}-12345678.pth"
+        assert f"put {missing_file} into {zoo.weights_dir}" in hint
+        assert "attnzoo serve --demo" in hint and "attnzoo fetch" in hint
+        items = page.locator("#setup-files li").all_inner_texts()
+        assert items[0] == f"{MISSING_VARIANT}: {zoo.weights_dir}/{missing_file}"
+        assert items[1].startswith(f"{REFUSED_VARIANT}: ") and "sha256" in items[1]
+        assert page.locator("#status").inner_text() == "No variant is loaded: see below what to do."
+        page.screenshot(path=str(screenshots / "attnzoo-page-nothing-loaded.png"), full_page=True)
+    finally:
+        page.close()
+    assert network.outside == [] and network.problems == []
+
+
+@pytest.mark.parametrize(
+    ("path", "rendered"),
+    [
+        ("/docs", '.opblock-summary-path[data-path="/detect"]'),  # Swagger UI's operation row
+        ("/redoc", 'h2:has-text("Detect objects in one image")'),  # ReDoc's operation heading
+    ],
+)
+def test_the_api_docs_render_with_no_network(browser, live_server, screenshots, path, rendered):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    network = OnlyLocal(page, live_server.port)
+    try:
+        page.goto(f"{live_server.base_url}{path}")
+        page.locator(rendered).first.wait_for(state="visible", timeout=30_000)
+        page.screenshot(path=str(screenshots / f"attnzoo{path.replace('/', '-')}.png"))
+    finally:
+        page.close()
+    assert network.outside == [], f"{path} asked for something outside 127.0.0.1: {network.outside}"
+    assert any(request.endswith("/openapi.json") for request in network.requests)
+    # ReDoc's "by Redocly" logo is on its CDN: the page's Content-Security-Policy refuses it
+    refused_logo = [p for p in network.problems if "https://cdn.redoc.ly/redoc/logo-mini.svg" in p and "Content Security Policy" in p]
+    assert [p for p in network.problems if p not in refused_logo] == []
+    assert len(refused_logo) == (1 if path == "/redoc" else 0)

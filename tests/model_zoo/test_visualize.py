@@ -7,7 +7,17 @@ from model_zoo.engine.detector import build_detector
 from model_zoo.predictor import Detection, Detector
 from model_zoo.registry import load_registry
 from model_zoo.synth import calibration_image, synthetic_state_dict
-from model_zoo.visualize import class_color, draw_detections, grid, line_width, titled
+from model_zoo.visualize import (
+    MIN_TEXT_SCALE,
+    TEXT_SCALE_PER_PIXEL,
+    class_color,
+    draw_detections,
+    grid,
+    line_width,
+    place_labels,
+    text_scale,
+    titled,
+)
 from tests.conftest import at_scale
 
 
@@ -30,8 +40,59 @@ def test_boxes_are_drawn_where_the_detections_say():
 def test_label_box_is_drawn_above_the_box_in_class_colour():
     image = np.full((200, 300, 3), 255, dtype=np.uint8)
     drawn = draw_detections(image, [detection(7, (60.0, 100.0, 200.0, 190.0))])
-    above = drawn[85:99, 62:120].reshape(-1, 3)
-    assert (above == np.array(class_color(7), np.uint8)).all(axis=1).mean() > 0.5
+    (spot,) = place_labels(image, [detection(7, (60.0, 100.0, 200.0, 190.0))])
+    assert (spot.text, spot.x, spot.y + spot.height) == ("class7 0.90", 60, 100)  # just above the top-left corner
+    color = np.array(class_color(7), np.uint8)
+    label = drawn[spot.y : spot.y + spot.height, spot.x : spot.x + spot.width]
+    assert (label[0] == color).all() and (label[:, 0] == color).all()  # filled: its top row and left column
+    assert (label != color).any(axis=-1).sum() > 20  # and the text drawn on it
+    assert (drawn[: spot.y] == 255).all()  # nothing above it
+
+
+def test_labels_scale_with_the_image():
+    assert text_scale(np.zeros((120, 160, 3), np.uint8)) == MIN_TEXT_SCALE
+    large = np.zeros((960, 1280, 3), np.uint8)
+    assert text_scale(large) == pytest.approx(TEXT_SCALE_PER_PIXEL * np.sqrt(960 * 1280))
+    assert text_scale(np.zeros((1920, 2560, 3), np.uint8)) == pytest.approx(2 * text_scale(large))
+    sizes = {}  # image height → the label's (width, height) for the same box, relative to the image
+    for height, width in ((120, 160), (480, 640), (960, 1280), (1920, 2560)):
+        box = (width / 16, height / 3, width * 0.6, height * 0.8)
+        (spot,) = place_labels(np.zeros((height, width, 3), np.uint8), [detection(1, box, 0.75)])
+        sizes[height] = (spot.width, spot.height)
+    # pinned: 7 px text on the smallest (the floor), then in proportion to the image
+    assert sizes == {120: (58, 12), 480: (95, 18), 960: (188, 33), 1920: (373, 64)}
+
+
+def crowd() -> list[Detection]:
+    """Twelve detections of nearly the same place, scores 0.95, 0.90, …"""
+    return [detection(label, (40.0 + 3 * label, 60.0 + 2 * label, 200.0, 180.0), 0.95 - 0.05 * label) for label in range(12)]
+
+
+def test_labels_never_overlap_and_the_best_ones_are_kept():
+    image = np.zeros((240, 320, 3), np.uint8)
+    spots = place_labels(image, crowd())
+    assert 1 < len(spots) < 12  # some fit (above, inside, below), the rest are left out
+    assert [spot.index for spot in spots] == sorted(spot.index for spot in spots)  # best first
+    assert spots[0].index == 0 and spots[0].y + spots[0].height == 60  # the best: above its box
+    for i, first in enumerate(spots):
+        assert 0 <= first.x and first.x + first.width <= 320 and 0 <= first.y and first.y + first.height <= 240
+        for second in spots[i + 1 :]:
+            assert not first.overlaps(second), (first, second)
+
+
+def test_drawing_is_deterministic_whatever_the_input_order():
+    image = np.full((240, 320, 3), 90, np.uint8)
+    detections = crowd()
+    drawn = draw_detections(image, detections)
+    assert np.array_equal(drawn, draw_detections(image, detections))
+    assert np.array_equal(drawn, draw_detections(image, list(reversed(detections))))  # distinct scores: order-free
+
+
+def test_a_label_wider_than_the_image_is_left_out():
+    image = np.zeros((40, 30, 3), np.uint8)
+    assert place_labels(image, [detection(2, (2.0, 10.0, 20.0, 30.0))]) == []
+    drawn = draw_detections(image, [detection(2, (2.0, 10.0, 20.0, 30.0))])
+    assert (drawn[20, 2] == np.array(class_color(2), np.uint8)).all()  # the box is still drawn
 
 
 def test_colours_are_stable_and_distinct_per_class():

@@ -113,7 +113,7 @@ def test_invalid_parameters_unknown_and_unloaded_variants(client, jpeg):
     unknown = attend(client, jpeg, variant="attn42")
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_variant"
     unloaded = attend(client, jpeg, variant="attn1111-dcn")
-    assert unloaded.status_code == 503 and unloaded.json()["error"] == "variant_unavailable"
+    assert unloaded.status_code == 404 and unloaded.json()["error"] == "variant_not_served"
     not_an_image = attend(client, b"\x89PNG but not really")
     assert not_an_image.status_code == 422 and not_an_image.json()["error"] == "invalid_image"
 

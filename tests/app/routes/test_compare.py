@@ -63,7 +63,7 @@ def test_unknown_or_unloaded_variants_are_refused(client, jpeg):
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_variant"
     assert "attn1111-dcn" in unknown.json()["valid"]
     unloaded = client.post("/compare", params={"variants": "attn0010,attn1111-dcn"}, content=jpeg)
-    assert unloaded.status_code == 503 and unloaded.json()["error"] == "variant_unavailable"
+    assert unloaded.status_code == 404 and unloaded.json()["error"] == "variant_not_served"
     assert "attn1111-dcn" in unloaded.json()["detail"]
 
 

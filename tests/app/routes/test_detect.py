@@ -107,11 +107,11 @@ async def test_unknown_variant_is_a_404_listing_the_valid_ones(asgi_client, jpeg
 
 
 @pytest.mark.anyio
-async def test_variant_not_loaded_is_a_503_with_retry_after(asgi_client, jpeg):
+async def test_variant_never_requested_is_a_404_without_retry_after(asgi_client, jpeg):
     async with asgi_client as http:
         response = await http.post("/detect", params={"variant": "attn1111-dcn"}, content=jpeg)
-    body = assert_error(response, 503, "variant_unavailable")
-    assert int(response.headers["Retry-After"]) >= 1
+    body = assert_error(response, 404, "variant_not_served")
+    assert "Retry-After" not in response.headers  # it never loads in this process
     assert "ATTNZOO_VARIANTS" in body["detail"]
 
 
@@ -186,9 +186,19 @@ async def test_bad_input_is_a_4xx_with_a_json_reason(asgi_client, make_scene, jp
 @pytest.mark.anyio
 async def test_multipart_without_file_field_is_a_400(asgi_client, jpeg):
     async with asgi_client as http:
-        response = await http.post("/detect", params={"variant": VARIANT}, files={"image": ("a.jpg", jpeg, "image/jpeg")})
+        response = await http.post("/detect", params={"variant": VARIANT}, files={"picture": ("a.jpg", jpeg, "image/jpeg")})
     body = assert_error(response, 400, "empty_body")
-    assert "'file'" in body["detail"]
+    assert "'file' or 'image'" in body["detail"]
+
+
+def test_multipart_field_image_is_accepted_like_file(client, jpeg):
+    answers = [
+        client.post("/detect", params={"variant": VARIANT, "score_thr": 0.05}, files={field: ("a.jpg", jpeg, "image/jpeg")})
+        for field in ("file", "image")
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert answers[0].json()["detections"] == answers[1].json()["detections"]
+    assert answers[0].json()["detections"], "the scene should give detections to compare"
 
 
 @pytest.mark.parametrize(

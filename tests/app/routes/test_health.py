@@ -1,11 +1,25 @@
-"""/healthz and /readyz: live while loading, ready only when every requested variant answers."""
+"""/healthz and /readyz: live while loading; ready when every requested variant answers (strict,
+the default) or when one does (ATTNZOO_STRICT_READINESS=false); each variant's state either way."""
 
 from __future__ import annotations
+
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 
 from app.main import create_app
+from app.settings import get_settings
+
+from tests.app.conftest import LOADED_VARIANTS, MISSING_VARIANT, REFUSED_VARIANT
+
+MISSING_FILE = f"{MISSING_VARIANT}-12345678.pth"  # the name the test zoo's registry gives it
+
+
+def non_strict(app):
+    """``app`` reading ATTNZOO_STRICT_READINESS=false from now on (its routes' settings dependency)."""
+    settings = app.state.settings.model_copy(update={"strict_readiness": False})
+    return {get_settings: lambda: settings}
 
 
 def test_healthz(client):
@@ -16,20 +30,81 @@ def test_healthz(client):
 def test_readyz_when_every_requested_variant_is_loaded(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "variants": {"attn1111": "loaded", "attn0010": "loaded"}}
+    assert response.json() == {
+        "status": "ready",
+        "strict": True,
+        "variants": {"attn1111": "loaded", "attn0010": "loaded"},
+        "reasons": {},
+        "missing_weights": {},
+        "hint": None,
+    }
 
 
-def test_readyz_is_503_with_reasons_when_weights_are_missing_or_refused(broken_server):
+def test_readyz_is_503_with_reasons_when_weights_are_missing_or_refused(broken_server, zoo):
     health = httpx.get(f"{broken_server.base_url}/healthz")
     ready = httpx.get(f"{broken_server.base_url}/readyz")
     assert health.status_code == 200  # the process is fine
     assert ready.status_code == 503
     body = ready.json()
-    assert body["error"] == "not_ready"
-    assert set(body["reasons"]) == {"attn1111-dcn", "attn0010-dcn"}
-    assert "sha256" in body["reasons"]["attn1111-dcn"]
-    assert "attnzoo fetch attn0010-dcn" in body["reasons"]["attn0010-dcn"]
-    assert "attn1111-dcn" in body["detail"] and "Retry-After" in ready.headers
+    assert body["error"] == "not_ready" and body["strict"] is True
+    assert body["variants"] == {REFUSED_VARIANT: "unavailable", MISSING_VARIANT: "unavailable"}
+    assert set(body["reasons"]) == {REFUSED_VARIANT, MISSING_VARIANT}
+    assert "sha256" in body["reasons"][REFUSED_VARIANT]
+    assert "attnzoo fetch attn0010-dcn" in body["reasons"][MISSING_VARIANT]
+    assert REFUSED_VARIANT in body["detail"] and "Retry-After" in ready.headers
+
+
+def test_readyz_says_where_missing_weights_go_and_that_demo_exists(broken_server, zoo):
+    body = httpx.get(f"{broken_server.base_url}/readyz").json()
+    # only the missing file: the refused one is there (its hash is wrong, not its place)
+    assert body["missing_weights"] == {
+        MISSING_VARIANT: {"directory": str(zoo.weights_dir), "file": MISSING_FILE, "url": f"http://127.0.0.1:9/{MISSING_FILE}"}
+    }
+    assert f"put {MISSING_FILE} into {zoo.weights_dir}" in body["hint"]
+    assert "`attnzoo serve --demo`" in body["hint"] and "attnzoo fetch" in body["hint"]
+
+
+def test_non_strict_readiness_still_needs_one_variant(broken_server, monkeypatch):
+    monkeypatch.setattr(broken_server.app, "dependency_overrides", {**broken_server.app.dependency_overrides, **non_strict(broken_server.app)})
+    ready = httpx.get(f"{broken_server.base_url}/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["strict"] is False
+    assert ready.json()["variants"] == {REFUSED_VARIANT: "unavailable", MISSING_VARIANT: "unavailable"}
+
+
+@asynccontextmanager
+async def serving(app):
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        yield http
+
+
+@pytest.mark.anyio
+async def test_one_loaded_and_one_missing_variant_strict_and_not(zoo, jpeg, wait_settled):
+    import anyio
+
+    loaded = LOADED_VARIANTS[0]
+    app = create_app(zoo.settings(variants=[loaded, MISSING_VARIANT]))
+    async with serving(app) as http:
+        assert await anyio.to_thread.run_sync(wait_settled, app.state.pool, 300)
+        strict = await http.get("/readyz")
+        app.dependency_overrides.update(non_strict(app))
+        relaxed = await http.get("/readyz")
+        detect = await http.post("/detect", params={"variant": loaded}, content=jpeg)
+        model = (await http.get(f"/models/{loaded}")).json()
+        missing = (await http.get(f"/models/{MISSING_VARIANT}")).json()
+    states = {loaded: "loaded", MISSING_VARIANT: "unavailable"}
+    assert strict.status_code == 503
+    assert strict.json()["error"] == "not_ready" and strict.json()["strict"] is True
+    assert strict.json()["variants"] == states and list(strict.json()["reasons"]) == [MISSING_VARIANT]
+    assert relaxed.status_code == 200
+    body = relaxed.json()
+    assert (body["status"], body["strict"], body["variants"]) == ("ready", False, states)
+    assert list(body["reasons"]) == [MISSING_VARIANT] and body["missing_weights"][MISSING_VARIANT]["file"] == MISSING_FILE
+    assert "attnzoo serve --demo" in body["hint"]
+    assert detect.status_code == 200
+    assert (model["state"], model["ready"], model["requested"], model["missing_weights"]) == ("loaded", True, True, None)
+    assert (missing["state"], missing["ready"], missing["requested"]) == ("unavailable", False, True)
+    assert missing["missing_weights"] == {"directory": str(zoo.weights_dir), "file": MISSING_FILE, "url": f"http://127.0.0.1:9/{MISSING_FILE}"}
 
 
 def test_detect_on_a_refused_variant_is_503_with_retry_after(broken_server, jpeg):
@@ -45,8 +120,7 @@ async def test_not_ready_while_loading_then_ready(zoo, jpeg, wait_settled):
     import anyio
 
     app = create_app(zoo.settings(variants=["attn0010"]))
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with serving(app) as http:
         loading = await http.get("/readyz")
         early = await http.post("/detect", params={"variant": "attn0010"}, content=jpeg)
         assert (await http.get("/healthz")).status_code == 200
@@ -54,6 +128,7 @@ async def test_not_ready_while_loading_then_ready(zoo, jpeg, wait_settled):
         ready = await http.get("/readyz")
         answered = await http.post("/detect", params={"variant": "attn0010"}, content=jpeg)
     assert loading.status_code == 503 and loading.json()["reasons"] == {"attn0010": "loading"}
+    assert loading.json()["variants"] == {"attn0010": "loading"}
     assert early.status_code == 503 and early.json()["detail"] == "variant 'attn0010' is still loading"
     assert ready.status_code == 200 and answered.status_code == 200
     assert app.state.pool is None  # the lifespan released the models

@@ -73,3 +73,49 @@ def test_unmatched_paths_share_one_label(client, metric, eventually, live_server
         response = client.get(path)
         assert response.status_code == 404 and response.json()["error"] == "not_found"
     eventually(lambda: metric(live_server.base_url, "attnzoo_requests_total", endpoint="unmatched", status="404") == before + 2)
+
+
+def test_pages_and_their_files_are_labelled_by_their_route(client, metric, eventually, live_server):
+    base = live_server.base_url
+    labels = {  # path → the endpoint label it is counted under
+        "/": "/",
+        "/static/app.js": "/static/{path}",
+        "/static/style.css": "/static/{path}",
+        "/docs": "/docs",
+        "/openapi.json": "/openapi.json",
+        "/docs-assets/swagger-ui.css": "/docs-assets/{path}",
+        "/models/attn1111": "/models/{variant}",
+    }
+    before = {path: metric(base, "attnzoo_requests_total", variant="", endpoint=label, status="200") for path, label in labels.items()}
+    unmatched_ok_before = metric(base, "attnzoo_requests_total", endpoint="unmatched", status="200")
+    for path in labels:
+        assert client.get(path).status_code == 200, path
+    for path, label in labels.items():
+        expected = before[path] + sum(1 for other, other_label in labels.items() if other_label == label)
+        eventually(lambda: metric(base, "attnzoo_requests_total", variant="", endpoint=label, status="200") == expected)
+    assert metric(base, "attnzoo_requests_total", endpoint="unmatched", status="200") == unmatched_ok_before == 0
+    # a file the mount does not have is its 404, not an unmatched path
+    missing_before = metric(base, "attnzoo_requests_total", endpoint="/static/{path}", status="404")
+    assert client.get("/static/nothing.js").status_code == 404
+    eventually(lambda: metric(base, "attnzoo_requests_total", endpoint="/static/{path}", status="404") == missing_before + 1)
+
+
+def test_compare_is_labelled_with_the_variants_that_ran_in_registry_order(client, metric, eventually, live_server, jpeg):
+    base = live_server.base_url
+    both = "attn1111,attn0010"  # registry order
+    before = {label: metric(base, "attnzoo_requests_total", variant=label, endpoint="/compare", status="200") for label in (both, "attn0010")}
+    for variants in (None, "attn0010,attn1111", "attn1111,attn0010", "attn0010"):
+        params = {"variants": variants} if variants else {}
+        assert client.post("/compare", params=params, content=jpeg).status_code == 200
+    eventually(lambda: metric(base, "attnzoo_requests_total", variant="attn0010", endpoint="/compare", status="200") == before["attn0010"] + 1)
+    assert metric(base, "attnzoo_requests_total", variant=both, endpoint="/compare", status="200") == before[both] + 3
+    assert metric(base, "attnzoo_requests_total", variant="", endpoint="/compare", status="200") == 0
+    assert metric(base, "attnzoo_requests_total", variant="attn0010,attn1111", endpoint="/compare", status="200") == 0
+
+
+def test_process_metrics_and_no_created_series(client):
+    text = client.get("/metrics").text
+    found = families(client)
+    for name in ("process_cpu_seconds", "process_resident_memory_bytes", "process_start_time_seconds", "process_open_fds"):
+        assert name in found, name
+    assert [line for line in text.splitlines() if "_created" in line] == []

@@ -27,6 +27,7 @@ def table(zoo):
 def test_models_lists_every_registry_variant_with_its_state(client, zoo):
     response = client.get("/models")
     assert response.status_code == 200
+    assert response.json()["hint"] is None  # every requested checkpoint is there
     models = {m["variant"]: m for m in response.json()["models"]}
     assert list(models) == ["attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn"]
     for variant, (box_ap, fps, memory) in PUBLISHED.items():
@@ -36,12 +37,44 @@ def test_models_lists_every_registry_variant_with_its_state(client, zoo):
     for variant in ("attn0010", "attn1111"):
         model = models[variant]
         assert (model["state"], model["reason"], model["device"]) == ("loaded", None, "cpu")
+        assert (model["ready"], model["requested"], model["missing_weights"]) == (True, True, None)
         assert model["sha256"] == sha256_file(model["weights_file"])
         assert os.path.dirname(model["weights_file"]) == str(zoo.weights_dir)
         assert model["load_seconds"] > 0
     for variant in ("attn1111-dcn", "attn0010-dcn"):
         assert models[variant]["state"] == "unavailable" and "ATTNZOO_VARIANTS" in models[variant]["reason"]
         assert models[variant]["sha256"] is None
+        # never requested: not loaded, and no checkpoint was looked for
+        assert (models[variant]["ready"], models[variant]["requested"], models[variant]["missing_weights"]) == (False, False, None)
+
+
+def test_one_variant_with_its_readiness(client):
+    loaded, never = client.get("/models/attn1111"), client.get("/models/faster-rcnn_r50_fpn_attention_0010_dcn_1x_coco")
+    assert loaded.status_code == never.status_code == 200
+    assert (loaded.json()["variant"], loaded.json()["state"], loaded.json()["ready"]) == ("attn1111", "loaded", True)
+    assert (never.json()["variant"], never.json()["state"], never.json()["ready"]) == ("attn0010-dcn", "unavailable", False)
+    unknown = client.get("/models/attn9999")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_variant"
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/detect", {"variant": "attn1111-dcn"}),
+        ("/attention", {"variant": "attn1111-dcn", "x": 1, "y": 1}),
+        ("/compare", {"variants": "attn1111,attn1111-dcn"}),
+    ],
+)
+def test_a_variant_never_requested_is_404_without_a_retry_promise(client, jpeg, path, params):
+    response = client.post(path, params=params, content=jpeg, headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 404
+    assert "Retry-After" not in response.headers  # it never loads in this process
+    body = response.json()
+    assert body["error"] == "variant_not_served"
+    assert body["detail"] == (
+        "variant 'attn1111-dcn' is not served by this process, which was started with the variants attn1111, attn0010 "
+        "(ATTNZOO_VARIANTS); restart it with attn1111-dcn among them (or without ATTNZOO_VARIANTS: every variant) to serve it"
+    )
 
 
 def test_architecture_summary(client):
@@ -108,12 +141,18 @@ def test_a_broken_results_file_does_not_break_models(client, table, content):
 def test_unavailable_variants_say_why(broken_server):
     import httpx
 
-    models = {m["variant"]: m for m in httpx.get(f"{broken_server.base_url}/models").json()["models"]}
+    body = httpx.get(f"{broken_server.base_url}/models").json()
+    models = {m["variant"]: m for m in body["models"]}
+    assert body["hint"] == httpx.get(f"{broken_server.base_url}/readyz").json()["hint"]  # one text, both places
+    assert "attn0010-dcn-12345678.pth into" in body["hint"] and "attnzoo serve --demo" in body["hint"]
     refused, missing = models["attn1111-dcn"], models["attn0010-dcn"]
     assert refused["state"] == missing["state"] == "unavailable"
     assert "does not start with '00000000'" in refused["reason"]
     assert "not found" in missing["reason"] and "attnzoo fetch attn0010-dcn" in missing["reason"]
     assert missing["weights_file"].endswith("attn0010-dcn-12345678.pth")
+    assert missing["missing_weights"]["file"] == "attn0010-dcn-12345678.pth"
+    assert refused["missing_weights"] is None  # its file is there; it is the wrong one
+    assert refused["requested"] is missing["requested"] is True and refused["ready"] is missing["ready"] is False
 
 
 @pytest.mark.anyio
