@@ -16,6 +16,7 @@ from deploy_support import (
     PROMETHEUS_MISSING,
     TEST_VARIANT,
     SyntheticWeights,
+    hash_named,
     load_yaml,
 )
 
@@ -80,12 +81,8 @@ def synthetic_weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synt
 
     store = tmp_path_factory.mktemp("weights-store")
     entry = load_registry(BUNDLED_METAFILE).resolve(TEST_VARIANT)
-    raw = write_synthetic_checkpoint(entry, store / "synthetic.pth", seed=0)
-    digest = sha256_file(raw)
-    stem = Path(entry.weights_filename).stem.rsplit("-", 1)[0]
-    filename = f"{stem}-{digest[:8]}.pth"
-    Path(raw).rename(store / filename)
-    yield SyntheticWeights(store=store, filename=filename, sha256=digest)
+    named = hash_named(Path(write_synthetic_checkpoint(entry, store / "synthetic.pth", seed=0)), TEST_VARIANT)
+    yield SyntheticWeights(store=store, filename=named.name, sha256=sha256_file(named))
     shutil.rmtree(store, ignore_errors=True)
 
 

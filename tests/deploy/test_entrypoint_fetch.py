@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from deploy_support import ENTRYPOINT, clean_env, free_port, running, write_test_metafile
+from deploy_support import ENTRYPOINT, TEST_VARIANT, clean_env, free_port, running, write_metafile
 
 
 class _RecordingHandler(SimpleHTTPRequestHandler):
@@ -63,7 +63,7 @@ def test_fetch_on_start_downloads_missing_weights_then_serves_them(
     from model_zoo.weights import sha256_file
 
     base_url, requested = weights_server
-    metafile = write_test_metafile(tmp_path / "registry", f"{base_url}/{synthetic_weights.filename}")
+    metafile = write_metafile(tmp_path / "registry", {TEST_VARIANT: f"{base_url}/{synthetic_weights.filename}"})
     port, env = _entrypoint_env(metafile, weights)
     with running(
         [str(ENTRYPOINT), "--device", "cpu"],
@@ -83,7 +83,7 @@ def test_a_failed_fetch_still_serves_and_reports_the_variant_unavailable(
     tmp_path, weights, synthetic_weights, weights_server
 ):
     base_url, requested = weights_server
-    metafile = write_test_metafile(tmp_path / "registry", f"{base_url}/gone/{synthetic_weights.filename}")
+    metafile = write_metafile(tmp_path / "registry", {TEST_VARIANT: f"{base_url}/gone/{synthetic_weights.filename}"})
     port, env = _entrypoint_env(metafile, weights)
     with running(
         [str(ENTRYPOINT), "--device", "cpu"],
