@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 DOCKER = "/usr/bin/docker"
-DOCKERD = "/usr/bin/dockerd"
+DOCKERD = "/usr/sbin/dockerd"
 PACKAGES = ("docker.io", "containerd", "runc", "debootstrap")
 CACHE_DIR = Path("/var/cache/attnzoo-smoke")  # kept between runs: downloaded .debs, the base image
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
