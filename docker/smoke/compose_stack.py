@@ -61,16 +61,14 @@ class ComposeStack:
             raise RuntimeError(f"expected one running container of {service}, found {ids}")
         return ids[0]
 
-    def remove(self) -> list[str]:
-        """Take the project down, then remove by id whatever carries its label (containers,
-        networks, volumes). Returns what was removed, for the log."""
+    def remove(self) -> None:
+        """Take the project down, then remove by id whatever still carries its label
+        (containers, networks, volumes)."""
         profiles = [arg for profile in self.profiles for arg in ("--profile", profile)]
         self.compose(*profiles, "down", "--volumes", "--remove-orphans", "--timeout", "10", timeout=180, check=False)
-        removed = []
         label = f"label={PROJECT_LABEL}={self.project}"
         for kind, remove in (("container", ("rm", "-f")), ("network", ("network", "rm")), ("volume", ("volume", "rm"))):
             listing = ("ps", "-aq") if kind == "container" else (kind, "ls", "-q")
             for ref in docker(*listing, "--filter", label).split():
                 docker(*remove, ref, check=False)
-                removed.append(f"{kind} {ref[:12]}")
-        return removed
+                print(f"  removed {kind} {ref[:12]} left by `compose down`")

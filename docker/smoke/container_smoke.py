@@ -186,7 +186,7 @@ def run_smoke(progress: Progress, cleanup: ExitStack) -> None:
             overrides=(SMOKE_OVERRIDE,),
             env={"ATTNZOO_WEIGHTS": str(zoo), "ATTNZOO_SMOKE_IMAGE": image, "ATTNZOO_SMOKE_PROMETHEUS_IMAGE": prometheus_image},
         )
-        cleanup.callback(_removed, "compose project", stack.project, lambda: print("\n".join(f"  removed {r}" for r in stack.remove())))
+        cleanup.callback(_removed, "compose project", stack.project, stack.remove)
         stack.up("cpu", ["attnzoo-cpu", "prometheus"], timeout_s=HEALTH_TIMEOUT_S)
         service_url = f"http://{container_address(stack.container_id('attnzoo-cpu'))}:{SERVICE_PORT}"
         detect(service_url, scene, TEST_VARIANT)
