@@ -66,7 +66,7 @@ from synthetic_zoo import TEST_VARIANT, UNREACHABLE, hash_named, write_metafile
 MIN_FREE_DISK = 20 * 10**9
 SERVICE_PORT = 8000
 PROMETHEUS_PORT = 9090
-DRAIN_REQUESTS = 4
+DRAIN_REQUESTS = 2  # in flight at SIGTERM; more would risk the 30 s deadline on a loaded 2-core machine
 HEALTH_TIMEOUT_S = 300
 
 
