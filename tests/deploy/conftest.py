@@ -11,6 +11,7 @@ import pytest
 import yaml
 from deploy_support import (
     COMPOSE_FILE,
+    CONTRACT_SETTINGS,
     DASHBOARD_FILE,
     K8S_DIR,
     PROMETHEUS_MISSING,
@@ -53,6 +54,23 @@ def service_port() -> int:
     from app.settings import Settings
 
     return int(Settings.model_fields["port"].default)
+
+
+@pytest.fixture(scope="session")
+def grpc_port() -> int:
+    """The gRPC port's default: Settings' where the service has it, else issue 14's contract."""
+    from app.settings import Settings
+
+    field = Settings.model_fields.get("grpc_port")
+    return int(field.default if field is not None else CONTRACT_SETTINGS["grpc_port"])
+
+
+@pytest.fixture(scope="session")
+def setting_env_names() -> set[str]:
+    """Every ATTNZOO_* variable the service reads (Settings' fields and the contract names)."""
+    from app.settings import ENV_PREFIX, Settings
+
+    return {f"{ENV_PREFIX}{name.upper()}" for name in set(Settings.model_fields) | set(CONTRACT_SETTINGS)}
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ zoo and duration parser these tests share.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
@@ -19,6 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -30,7 +32,19 @@ SMOKE_DIR = REPO_ROOT / "docker" / "smoke"
 sys.path.insert(0, str(SMOKE_DIR))  # scripts/container-smoke's modules (a script dir, not a package)
 
 from compose_stack import parse_duration_s  # noqa: E402
-from synthetic_zoo import TEST_SCALE, TEST_VARIANT, hash_named, write_metafile  # noqa: E402
+from synthetic_zoo import TEST_VARIANT, hash_named, write_metafile  # noqa: E402
+
+
+def _load_script(path: Path, name: str) -> ModuleType:
+    """A script of the repository (not in a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# docker/requirements.py, which the Dockerfile's requirements stage runs on pyproject.toml.
+image_requirements = _load_script(REPO_ROOT / "docker" / "requirements.py", "attnzoo_image_requirements")
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -42,6 +56,10 @@ GRAFANA_DIR = DOCKER_DIR / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "attnzoo.json"
 ENTRYPOINT = DOCKER_DIR / "entrypoint.sh"
 
+# Settings the deployment files set by their contract names and defaults, which issue 14 (gRPC
+# port; 8001 as Triton's, 0 turns it off) and issue 15 (strict readiness) add to app/settings.py.
+# Where Settings does not have them yet, the tests take them from here.
+CONTRACT_SETTINGS: dict[str, Any] = {"grpc_port": 8001, "strict_readiness": True}
 PROMETHEUS_MISSING = (
     "PROMETHEUS NOT INSTALLED: this test needs Debian's prometheus package "
     "(`apt-get update && apt-get install -y prometheus`: /usr/bin/prometheus, /usr/bin/promtool); "
