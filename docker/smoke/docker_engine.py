@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -78,23 +79,21 @@ def inspect(kind: str, ref: str) -> dict[str, Any]:
 
 def install_engine() -> list[str]:
     """Install what is missing of docker.io, containerd, runc, debootstrap and compose v2
-    (apt; downloads cached in CACHE_DIR). Returns what was installed."""
+    (apt; the next release's compose .deb is cached in CACHE_DIR). Returns what was installed."""
     missing = [name for name in PACKAGES if not _installed(name)]
     compose_ok = _compose_v2_works()
     if not missing and compose_ok:
         return []
     run(["apt-get", "update", "-qq"], timeout=300)
-    debs: list[str] = []
-    if not compose_ok:
-        debs.append(str(_compose_v2_deb()))
+    compose = [] if compose_ok else [_compose_v2_package()]
     run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, *debs],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, *compose],
         timeout=900,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
     if not _compose_v2_works():
         raise SmokeFailure("`docker compose version` does not work after installing compose v2")
-    return missing + (["docker-compose (v2)"] if debs else [])
+    return missing + (["docker-compose (v2)"] if compose else [])
 
 
 def _installed(package: str) -> bool:
@@ -110,19 +109,24 @@ def _compose_v2_works() -> bool:
     return result.returncode == 0 and major.isdigit() and int(major) >= 2
 
 
-def debian_repositories() -> list[tuple[str, str]]:
-    """(repository URI, suite codename) of the host's Debian ``main`` package lists, from apt."""
-    lines = run(
-        ["apt-get", "indextargets", "--format", "$(ORIGIN)|$(REPO_URI)|$(CODENAME)|$(COMPONENT)|$(IDENTIFIER)"]
-    ).stdout.splitlines()
-    repos = []
-    for line in lines:
-        origin, uri, codename, component, identifier = line.split("|")
-        if origin == "Debian" and component == "main" and identifier == "Packages" and (uri, codename) not in repos:
-            repos.append((uri, codename))
-    if not repos:
-        raise SmokeFailure("apt lists no Debian `main` repository: is this a Debian host with `apt-get update` done?")
-    return repos
+@lru_cache(maxsize=1)
+def debian_repositories() -> tuple[tuple[str, str], ...]:
+    """(repository URI, suite codename) of the host's Debian ``main`` package lists, from apt
+    (after an ``apt-get update`` when apt has no lists yet, as on a fresh machine)."""
+    for attempt in range(2):
+        lines = run(
+            ["apt-get", "indextargets", "--format", "$(ORIGIN)|$(REPO_URI)|$(CODENAME)|$(COMPONENT)|$(IDENTIFIER)"]
+        ).stdout.splitlines()
+        repos: list[tuple[str, str]] = []
+        for line in lines:
+            origin, uri, codename, component, identifier = line.split("|")
+            if origin == "Debian" and component == "main" and identifier == "Packages" and (uri, codename) not in repos:
+                repos.append((uri, codename))
+        if repos:
+            return tuple(repos)
+        if attempt == 0:
+            run(["apt-get", "update", "-qq"], timeout=300)
+    raise SmokeFailure("apt lists no Debian `main` repository after `apt-get update`: is this a Debian host?")
 
 
 def debian_mirror() -> tuple[str, str]:
@@ -133,22 +137,25 @@ def debian_mirror() -> tuple[str, str]:
     raise SmokeFailure(f"no Debian release repository among {debian_repositories()}")
 
 
-def _compose_v2_deb() -> Path:
-    """The docker-compose v2 .deb: the host's candidate when it is v2, else the next release's."""
-    candidate = run(["apt-cache", "policy", "docker-compose"]).stdout
-    version = re.search(r"Candidate:\s*(\S+)", candidate)
+def _compose_v2_package() -> str:
+    """What `apt-get install` is given for compose v2: the host's docker-compose where its
+    candidate is 2.x, else the path of the next Debian release's .deb (downloaded once)."""
+    policy = run(["apt-cache", "policy", "docker-compose"]).stdout
+    candidate = re.search(r"Candidate:\s*(\S+)", policy)
+    if candidate and candidate[1].startswith("2."):
+        return "docker-compose"
     uri, codename = debian_mirror()
-    release = codename if version and version[1].startswith("2.") else NEXT_RELEASE.get(codename)
+    release = NEXT_RELEASE.get(codename)
     if release is None:
         raise SmokeFailure(f"no compose v2 for Debian {codename}: install the docker-compose-plugin by hand")
     folder = CACHE_DIR / f"apt-{release}"
-    for sub in ("lists/partial", "cache/archives/partial"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
     cached = sorted(folder.glob("docker-compose_2.*.deb"))
     if cached:
-        return cached[-1]
+        return str(cached[-1])
+    for sub in ("lists/partial", "cache/archives/partial"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
     (folder / "sources.list").write_text(f"deb [signed-by={DEBIAN_KEYRING}] {uri} {release} main\n", encoding="utf-8")
-    options = [
+    options = [  # apt with that release's lists only, kept apart from the host's own
         f"-oDir::Etc::SourceList={folder / 'sources.list'}",
         "-oDir::Etc::SourceParts=/dev/null",
         f"-oDir::State::Lists={folder / 'lists'}",
@@ -160,7 +167,7 @@ def _compose_v2_deb() -> Path:
     debs = sorted(folder.glob("docker-compose_2.*.deb"))
     if not debs:
         raise SmokeFailure(f"Debian {release} has no docker-compose 2.x")
-    return debs[-1]
+    return str(debs[-1])
 
 
 # --------------------------------------------------------------------------- dockerd

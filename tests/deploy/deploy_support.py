@@ -31,8 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOKE_DIR = REPO_ROOT / "docker" / "smoke"
 sys.path.insert(0, str(SMOKE_DIR))  # scripts/container-smoke's modules (a script dir, not a package)
 
-from compose_stack import parse_duration_s  # noqa: E402
-from synthetic_zoo import TEST_VARIANT, hash_named, write_metafile  # noqa: E402
+# Re-exported for the tests: one duration parser and one synthetic zoo, shared with the smoke.
+from compose_stack import parse_duration_s  # noqa: E402, F401
+from synthetic_zoo import TEST_VARIANT, hash_named, write_metafile  # noqa: E402, F401
 
 
 def _load_script(path: Path, name: str) -> ModuleType:
