@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"container-smoke: {'skipped' if args.if_possible else 'cannot run'}: {reason}", file=sys.stderr)
         return 0 if args.if_possible else 2
     for sig in (signal.SIGTERM, signal.SIGHUP):  # clean up on these as on Ctrl-C
-        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+        signal.signal(sig, _exit_on_signal)
     progress = Progress()
     try:
         with ExitStack() as cleanup:
@@ -129,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"[{progress.elapsed()}] container-smoke passed", flush=True)
     return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    print(f"container-smoke: {signal.Signals(signum).name}, cleaning up", file=sys.stderr, flush=True)
+    sys.exit(128 + signum)  # SystemExit unwinds the ExitStack: everything started is removed
 
 
 def run_smoke(progress: Progress, cleanup: ExitStack) -> None:
@@ -145,6 +150,22 @@ def run_smoke(progress: Progress, cleanup: ExitStack) -> None:
         notes.append("started here (stopped at the end)" if dockerd.started_here else "already running")
     cleanup.callback(_report_caches)  # runs after the removals below, before dockerd stops
 
+    image, prometheus_image = _build_images(progress, cleanup, run_id, workdir)
+    with progress.step("docker compose config (compose v2): docker-compose.yml, default and cpu profiles") as notes:
+        validated = ComposeStack(f"attnzoo-smoke-{run_id}")
+        default, cpu = validated.config(), validated.config("cpu")
+        grace_s = parse_duration_s(cpu["services"]["attnzoo-cpu"]["stop_grace_period"])
+        notes.append(f"default: {sorted(default['services'])}; cpu: {sorted(cpu['services'])}; stop grace {grace_s:.0f} s")
+    with progress.step(f"synthetic zoo: attnzoo synth-weights --variant {TEST_VARIANT} (started first), test scale") as notes:
+        zoo, metafile = _finish_synthetic_zoo(zoo_writer, workdir / "zoo")
+        notes.append(str(zoo))
+    scene = _test_image()
+    _check_container(progress, cleanup, image, zoo, metafile, scene, grace_s)
+    _check_compose_stack(progress, cleanup, f"attnzoo-smoke-{run_id}", image, prometheus_image, zoo, scene)
+
+
+def _build_images(progress: Progress, cleanup: ExitStack, run_id: str, workdir: Path) -> tuple[str, str]:
+    """The Debian base, the project's image and the Prometheus image on it; their tags."""
     with progress.step("base image: debootstrap --variant=minbase from the host's mirror, docker import") as notes:
         base = base_image_tag()
         _remove_image_at_exit(cleanup, base, existed=_image_exists(base))
@@ -158,31 +179,32 @@ def run_smoke(progress: Progress, cleanup: ExitStack) -> None:
             _build(cleanup, prometheus_image, SMOKE_OVERRIDE.parent, workdir / "prometheus-build.log", base,
                    dockerfile=SMOKE_OVERRIDE.with_name("prometheus.Dockerfile"))
         )  # fmt: skip
+    return image, prometheus_image
 
-    with progress.step("docker compose config (compose v2): docker-compose.yml, default and cpu profiles") as notes:
-        validated = ComposeStack(f"attnzoo-smoke-{run_id}")
-        default, cpu = validated.config(), validated.config("cpu")
-        grace_s = parse_duration_s(cpu["services"]["attnzoo-cpu"]["stop_grace_period"])
-        notes.append(f"default: {sorted(default['services'])}; cpu: {sorted(cpu['services'])}; stop grace {grace_s:.0f} s")
-    with progress.step(f"synthetic zoo: attnzoo synth-weights --variant {TEST_VARIANT} (started first), test scale") as notes:
-        zoo, metafile = _finish_synthetic_zoo(zoo_writer, workdir / "zoo")
-        notes.append(str(zoo))
 
+def _check_container(
+    progress: Progress, cleanup: ExitStack, image: str, zoo: Path, metafile: Path, scene: bytes, grace_s: float
+) -> None:
+    """The image run by `docker run`: user, HEALTHCHECK, /detect parity, SIGTERM drain."""
     with progress.step("container: non-root, HEALTHCHECK healthy") as notes:
         container = _run_container(cleanup, image, zoo)
         notes.append(f"healthy after {wait_healthy(container, HEALTH_TIMEOUT_S):.1f} s")
         notes.append(check_non_root(container))
     url = f"http://{container_address(container)}:{SERVICE_PORT}"
-    scene = _test_image()
     with progress.step("/detect in the container vs the local engine (parity criterion)") as notes:
         notes.append(f"ready after {wait_ready(url, HEALTH_TIMEOUT_S):.1f} s more")
         notes.append(check_parity(detect(url, scene, TEST_VARIANT), _local_detections(zoo, metafile, scene)))
     with progress.step(f"SIGTERM with {DRAIN_REQUESTS} requests in flight") as notes:
         notes.append(check_drain(container, url, scene, TEST_VARIANT, requests=DRAIN_REQUESTS, grace_s=grace_s))
 
+
+def _check_compose_stack(
+    progress: Progress, cleanup: ExitStack, project: str, image: str, prometheus_image: str, zoo: Path, scene: bytes
+) -> None:
+    """The compose file's CPU profile (Grafana left out) with the smoke's images; Prometheus scrapes."""
     with progress.step("compose --profile cpu up attnzoo-cpu prometheus; Prometheus scrapes the service") as notes:
         stack = ComposeStack(
-            f"attnzoo-smoke-{run_id}",
+            project,
             overrides=(SMOKE_OVERRIDE,),
             env={"ATTNZOO_WEIGHTS": str(zoo), "ATTNZOO_SMOKE_IMAGE": image, "ATTNZOO_SMOKE_PROMETHEUS_IMAGE": prometheus_image},
         )
@@ -192,7 +214,6 @@ def run_smoke(progress: Progress, cleanup: ExitStack) -> None:
         detect(service_url, scene, TEST_VARIANT)
         prometheus_url = f"http://{container_address(stack.container_id('prometheus'))}:{PROMETHEUS_PORT}"
         notes.append(check_prometheus_scrapes(prometheus_url, "attnzoo", TEST_VARIANT, timeout_s=90))
-
 
 
 def _build(cleanup: ExitStack, tag: str, context: Path, log: Path, base: str, dockerfile: Path | None = None) -> str:
