@@ -11,11 +11,13 @@ import pytest
 import yaml
 from deploy_support import (
     COMPOSE_FILE,
+    CONTRACT_SETTINGS,
     DASHBOARD_FILE,
     K8S_DIR,
     PROMETHEUS_MISSING,
     TEST_VARIANT,
     SyntheticWeights,
+    hash_named,
     load_yaml,
 )
 
@@ -55,6 +57,23 @@ def service_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def grpc_port() -> int:
+    """The gRPC port's default: Settings' where the service has it, else issue 14's contract."""
+    from app.settings import Settings
+
+    field = Settings.model_fields.get("grpc_port")
+    return int(field.default if field is not None else CONTRACT_SETTINGS["grpc_port"])
+
+
+@pytest.fixture(scope="session")
+def setting_env_names() -> set[str]:
+    """Every ATTNZOO_* variable the service reads (Settings' fields and the contract names)."""
+    from app.settings import ENV_PREFIX, Settings
+
+    return {f"{ENV_PREFIX}{name.upper()}" for name in set(Settings.model_fields) | set(CONTRACT_SETTINGS)}
+
+
+@pytest.fixture(scope="session")
 def prometheus_bin() -> str:
     path = shutil.which("prometheus")
     if path is None:
@@ -80,12 +99,8 @@ def synthetic_weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synt
 
     store = tmp_path_factory.mktemp("weights-store")
     entry = load_registry(BUNDLED_METAFILE).resolve(TEST_VARIANT)
-    raw = write_synthetic_checkpoint(entry, store / "synthetic.pth", seed=0)
-    digest = sha256_file(raw)
-    stem = Path(entry.weights_filename).stem.rsplit("-", 1)[0]
-    filename = f"{stem}-{digest[:8]}.pth"
-    Path(raw).rename(store / filename)
-    yield SyntheticWeights(store=store, filename=filename, sha256=digest)
+    named = hash_named(Path(write_synthetic_checkpoint(entry, store / "synthetic.pth", seed=0)), TEST_VARIANT)
+    yield SyntheticWeights(store=store, filename=named.name, sha256=sha256_file(named))
     shutil.rmtree(store, ignore_errors=True)
 
 

@@ -1,13 +1,16 @@
 """Helpers of the deployment tests: the deployment files parsed as data, and real processes.
 
-No Docker engine runs here, so the deployment files are checked as data against the code they
-deploy (settings, CLI parser, routes, metric families), and the pieces that can run here do run:
-the image's entrypoint and health-check commands, the service itself, and Debian's Prometheus.
+The deployment files are checked as data against the code they deploy (settings, CLI parser,
+routes, metric families), and the pieces that run without a container engine do run: the
+image's entrypoint and health-check commands, the service itself, and Debian's Prometheus.
+The image itself is built and run by scripts/container-smoke (docker/smoke/), whose synthetic
+zoo and duration parser these tests share.
 (A module of its own, not conftest.py, so that test modules can import it by a unique name.)
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
@@ -17,6 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -24,6 +28,25 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SMOKE_DIR = REPO_ROOT / "docker" / "smoke"
+sys.path.insert(0, str(SMOKE_DIR))  # scripts/container-smoke's modules (a script dir, not a package)
+
+# Re-exported for the tests: one duration parser and one synthetic zoo, shared with the smoke.
+from compose_stack import parse_duration_s  # noqa: E402, F401
+from synthetic_zoo import TEST_VARIANT, hash_named, write_metafile  # noqa: E402, F401
+
+
+def _load_script(path: Path, name: str) -> ModuleType:
+    """A script of the repository (not in a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# docker/requirements.py, which the Dockerfile's requirements stage runs on pyproject.toml.
+image_requirements = _load_script(REPO_ROOT / "docker" / "requirements.py", "attnzoo_image_requirements")
+
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -34,9 +57,10 @@ GRAFANA_DIR = DOCKER_DIR / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "attnzoo.json"
 ENTRYPOINT = DOCKER_DIR / "entrypoint.sh"
 
-TEST_VARIANT = "attn0010"
-# Small test scale (long side, short side) so that a CPU forward takes well under a second.
-TEST_SCALE = [320, 192]
+# Settings the deployment files set by their contract names and defaults, which issue 14 (gRPC
+# port; 8001 as Triton's, 0 turns it off) and issue 15 (strict readiness) add to app/settings.py.
+# Where Settings does not have them yet, the tests take them from here.
+CONTRACT_SETTINGS: dict[str, Any] = {"grpc_port": 8001, "strict_readiness": True}
 PROMETHEUS_MISSING = (
     "PROMETHEUS NOT INSTALLED: this test needs Debian's prometheus package "
     "(`apt-get update && apt-get install -y prometheus`: /usr/bin/prometheus, /usr/bin/promtool); "
@@ -80,14 +104,6 @@ def interpolate(value: str, env: dict[str, str] | None = None) -> str:
         return env.get(name, "")
 
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}", one, value)
-
-
-def parse_duration_s(text: str) -> float:
-    """Compose/Go duration (``10m``, ``1m30s``, ``15s``) in seconds."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
-    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
-    return sum(float(n) * units[u] for n, u in parts)
 
 
 @dataclass(frozen=True)
@@ -265,27 +281,3 @@ class SyntheticWeights:
     @property
     def path(self) -> Path:
         return self.store / self.filename
-
-
-def write_test_metafile(folder: Path, weights_url: str) -> Path:
-    """A copy of the bundled metafile reduced to the test variant, at the small test scale.
-
-    Its ``Config`` is a YAML file beside it that extends the bundled architecture; its
-    ``Weights`` URL ends in the synthetic file's own name, so the hash-prefix check holds.
-    """
-    from model_zoo.registry import BUNDLED_ARCHITECTURES, BUNDLED_METAFILE
-
-    folder.mkdir(parents=True, exist_ok=True)
-    arch = folder / f"{TEST_VARIANT}-small.yml"
-    arch.write_text(
-        yaml.safe_dump(
-            {"_base_": str(BUNDLED_ARCHITECTURES / f"{TEST_VARIANT}.yml"), "preprocess": {"scale": TEST_SCALE}}
-        ),
-        encoding="utf-8",
-    )
-    metafile = load_yaml(BUNDLED_METAFILE)
-    model = next(m for m in metafile["Models"] if m.get("Alias") == TEST_VARIANT)
-    metafile["Models"] = [{**model, "Config": arch.name, "Weights": weights_url}]
-    path = folder / "metafile.yml"
-    path.write_text(yaml.safe_dump(metafile, sort_keys=False), encoding="utf-8")
-    return path

@@ -7,12 +7,14 @@ import os
 import re
 import shlex
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import tomllib
 import torch
 from deploy_support import (
+    DOCKERFILE,
     ENTRYPOINT,
     REPO_ROOT,
     DockerIgnore,
@@ -20,6 +22,7 @@ from deploy_support import (
     clean_env,
     interpolate,
     parse_dockerfile,
+    image_requirements,
     parse_duration_s,
 )
 
@@ -51,82 +54,109 @@ def _only(stage: list[Instruction], keyword: str) -> Instruction:
     return found[0]
 
 
+def _copy_args(ins: Instruction) -> tuple[dict[str, str], list[str], str]:
+    """(flags, sources, destination) of a COPY."""
+    words = shlex.split(ins.args)
+    flags = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--"))
+    paths = [w for w in words if not w.startswith("--")]
+    return flags, paths[:-1], paths[-1]
+
+
 def _copies(stage: list[Instruction]) -> list[tuple[dict[str, str], list[str], str]]:
-    """(flags, sources, destination) of each COPY."""
-    result = []
-    for ins in stage:
-        if ins.keyword == "COPY":
-            words = shlex.split(ins.args)
-            flags = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--"))
-            paths = [w for w in words if not w.startswith("--")]
-            result.append((flags, paths[:-1], paths[-1]))
-    return result
+    return [_copy_args(ins) for ins in stage if ins.keyword == "COPY"]
+
+
+@dataclass(frozen=True)
+class Stages:
+    args: dict[str, str]  # global ARG defaults
+    by_name: dict[str, list[Instruction]]  # every stage by its AS name
+    runtime: list[Instruction]  # the last stage: the image
 
 
 @pytest.fixture(scope="module")
-def stages() -> tuple[dict[str, str], list[Instruction], list[Instruction]]:
+def stages() -> Stages:
     preamble, *build_stages = parse_dockerfile()
-    assert len(build_stages) >= 2, "the Dockerfile must be multi-stage (builder + runtime)"
-    return _arg_defaults(preamble), build_stages[0], build_stages[-1]
+    by_name = {stage[0].args.split()[-1]: stage for stage in build_stages}
+    return Stages(_arg_defaults(preamble), by_name, build_stages[-1])
 
 
-def test_base_is_the_cuda_runtime_that_the_pinned_torch_was_built_for(stages):
-    args, builder, runtime = stages
+def _runs(stage: list[Instruction]) -> list[str]:
+    return [ins.args for ins in stage if ins.keyword == "RUN"]
+
+
+def test_built_by_the_builtin_frontend():
+    """A `# syntax=` directive makes BuildKit pull a frontend image from a registry first."""
+    head = DOCKERFILE.read_text(encoding="utf-8").lstrip().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", head, re.I), head
+
+
+def test_base_is_a_build_arg_defaulting_to_the_cuda_runtime_of_the_pinned_torch(stages):
     pinned = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("torch=="))
     assert torch.__version__.split("+")[0] == pinned.split("==")[1], "the venv's torch is not the pinned one"
     cuda = torch.version.cuda  # e.g. "13.0" for torch 2.14.1 from PyPI on x86_64
     assert cuda, "the installed torch is a CPU build: cannot tell which CUDA the image needs"
-    for stage in (builder, runtime):
-        image = interpolate(stage[0].args.split()[0], args)
-        match = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-(?:cudnn-)?runtime-ubuntu(\d+\.\d+)", image)
-        assert match, f"{image!r} is not an nvidia/cuda runtime image"
-        assert f"{match[1]}.{match[2]}" == cuda, f"{image} does not match torch's CUDA {cuda}"
+    image = stages.args["BASE_IMAGE"]
+    match = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-(?:cudnn-)?runtime-ubuntu(\d+\.\d+)", image)
+    assert match, f"{image!r} is not an nvidia/cuda runtime image"
+    assert f"{match[1]}.{match[2]}" == cuda, f"{image} does not match torch's CUDA {cuda}"
+    # Every stage starts from ${BASE_IMAGE} or from an earlier stage: --build-arg BASE_IMAGE=... swaps it all.
+    seen: set[str] = set()
+    for name, stage in stages.by_name.items():
+        parent = stage[0].args.split()[0]
+        assert parent == "${BASE_IMAGE}" or parent in seen, f"stage {name} starts from {parent}"
+        seen.add(name)
 
 
-def test_builder_installs_the_project_from_pyproject_without_extras(stages):
-    _, builder, _ = stages
-    runs = " && ".join(ins.args for ins in builder if ins.keyword == "RUN")
-    assert "venv /opt/venv" in runs
-    installs = re.findall(r"pip install ([^&|;]+)", runs)
-    targets = [w for cmd in installs for w in shlex.split(cmd) if not w.startswith("-")]
-    assert "." in targets, f"no `pip install .` in the builder: {installs}"
-    assert all(not t.startswith(".[") for t in targets), "the image must not install extras (mmcv lives there)"
-    assert "pyproject.toml" in runs, "dependencies must be read from pyproject.toml, not repeated"
-    instructions = " ".join(ins.args for stage in stages[1:] for ins in stage).lower()
-    assert "mmcv" not in instructions
+def test_dependencies_come_from_pyproject_torch_in_a_layer_of_its_own(stages):
+    (requirements_run,) = _runs(stages.by_name["requirements"])
+    assert "requirements.py" in requirements_run and "pyproject.toml" in requirements_run
+    heavy, others = image_requirements.split_requirements(REPO_ROOT / "pyproject.toml")
+    assert sorted(heavy + others) == sorted(PYPROJECT["project"]["dependencies"])
+    assert {image_requirements.distribution_name(r) for r in heavy} == {"torch", "torchvision"}
     assert not any(d.lower().startswith(("mmcv", "mmdet", "mmengine")) for d in PYPROJECT["project"]["dependencies"])
 
+    runtime = stages.runtime
+    torch_layer = next(i for i, ins in enumerate(runtime) if ins.keyword == "RUN" and ins.args.endswith("-r /requirements/torch.txt"))
+    # Nothing before the torch layer depends on the code: only the torch requirements file.
+    for ins in runtime[:torch_layer]:
+        if ins.keyword == "COPY":
+            flags, sources, _ = _copy_args(ins)
+            assert flags.get("from") == "requirements" and sources == ["/requirements/torch.txt"], ins
+        assert "--mount=type=bind" not in ins.args, f"the build context is used before the torch layer: {ins}"
+    project = next(i for i, ins in enumerate(runtime) if ins.keyword == "RUN" and "pip install --no-deps" in ins.args)
+    assert project > torch_layer
+    assert "--mount=type=bind,source=.,target=/src" in runtime[project].args and "pip install --no-deps /src" in runtime[project].args
+    assert "[" not in runtime[project].args.split("pip install --no-deps", 1)[1], "no extras (mmcv lives there)"
+    assert "mmcv" not in " ".join(ins.args for ins in runtime).lower()
 
-def test_runtime_stage_copies_the_venv_and_runs_as_a_non_root_user(stages):
-    args, builder, runtime = stages
-    builder_name = builder[0].args.split()[-1]
-    assert any(
-        flags.get("from") == builder_name and sources == ["/opt/venv"] for flags, sources, _ in _copies(runtime)
-    ), "the runtime stage must copy /opt/venv from the builder"
+
+def test_runtime_has_the_venv_on_path_and_runs_as_a_non_root_user(stages):
+    runtime = stages.runtime
+    assert any("venv /opt/venv" in run for run in _runs(runtime))
     assert "/opt/venv/bin" in _env(runtime)["PATH"].split(":")
     user = _only(runtime, "USER").args
     assert user not in ("root", "0") and not user.startswith("0:")
-    useradd = next(ins.args for ins in runtime if ins.keyword == "RUN" and "useradd" in ins.args)
+    useradd = next(run for run in _runs(runtime) if "useradd" in run)
     uid = re.search(r"--uid\s+(\S+)", useradd)[1]
     assert interpolate(uid, _arg_defaults(runtime)) not in ("", "0")
     assert re.search(rf"\b{re.escape(user)}\b", useradd), f"USER {user} is not the user the stage creates"
 
 
-def test_weights_volume_port_and_host(stages, service_port):
-    _, _, runtime = stages
+def test_weights_volume_ports_and_host(stages, service_port, grpc_port):
+    runtime = stages.runtime
     env = _env(runtime)
     assert env["ATTNZOO_WEIGHTS_DIR"] == "/weights"
     volume = _only(runtime, "VOLUME").args
     assert (json.loads(volume) if volume.startswith("[") else volume.split()) == ["/weights"]
     assert env["ATTNZOO_PORT"] == str(service_port)
-    assert _only(runtime, "EXPOSE").args.split() == [str(service_port)]
+    assert env["ATTNZOO_GRPC_PORT"] == str(grpc_port)
+    assert _only(runtime, "EXPOSE").args.split() == [str(service_port), str(grpc_port)]
     assert env["ATTNZOO_HOST"] == "0.0.0.0", "inside a container the service must listen on all interfaces"
     assert env.get("ATTNZOO_FETCH_ON_START", "0") == "0", "downloading must be opt-in"
 
 
 def test_healthcheck_is_liveness_on_healthz_without_curl(stages):
-    _, _, runtime = stages
-    check = _only(runtime, "HEALTHCHECK").args
+    check = _only(stages.runtime, "HEALTHCHECK").args
     options, _, command = check.partition(" CMD ")
     assert "/healthz" in command and "urllib" in command
     assert "curl" not in command and "wget" not in command
@@ -135,11 +165,10 @@ def test_healthcheck_is_liveness_on_healthz_without_curl(stages):
 
 
 def test_entrypoint_is_the_copied_script(stages):
-    _, _, runtime = stages
-    entrypoint = json.loads(_only(runtime, "ENTRYPOINT").args)
+    entrypoint = json.loads(_only(stages.runtime, "ENTRYPOINT").args)
     copied = {
         os.path.join(dest, Path(src).name) if dest.endswith("/") else dest: src
-        for flags, sources, dest in _copies(runtime)
+        for flags, sources, dest in _copies(stages.runtime)
         if "from" not in flags
         for src in sources
     }
@@ -192,29 +221,28 @@ def test_dockerignore_keeps_out(excluded, path):
     assert excluded(path)
 
 
-def test_dockerignore_lets_in_everything_the_build_copies(stages, excluded):
-    _, builder, runtime = stages
-    sources = [
-        src for stage in (builder, runtime) for flags, srcs, _ in _copies(stage) if "from" not in flags for src in srcs
+def test_dockerignore_lets_in_everything_the_build_uses(stages, excluded):
+    copied = [
+        src for stage in stages.by_name.values() for flags, srcs, _ in _copies(stage) if "from" not in flags for src in srcs
     ]
-    assert sources
-    for source in sources:
+    assert copied
+    # The project layer bind-mounts the context and runs `pip install /src`: what pip reads
+    # (pyproject.toml, its readme, the packages and their data) must be in the context.
+    installed = ["pyproject.toml", PYPROJECT["project"]["readme"]]
+    installed += [package.rstrip("*") for package in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
+    for source in copied + installed:
         path = REPO_ROOT / source
-        assert path.exists(), f"the Dockerfile copies {source}, which does not exist"
+        assert path.exists(), f"the build uses {source}, which does not exist"
         files = (
             [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
         )
         for file in files:
-            assert not excluded(file.relative_to(REPO_ROOT).as_posix()), f"{file} is copied but .dockerignore drops it"
-    # Every package and package-data file setuptools is told about reaches the build.
-    for package in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
-        assert package.rstrip("*") in sources, f"package {package} is not copied into the builder"
+            assert not excluded(file.relative_to(REPO_ROOT).as_posix()), f"{file} is used but .dockerignore drops it"
     for package, patterns in PYPROJECT["tool"]["setuptools"]["package-data"].items():
         for pattern in patterns:
             for file in (REPO_ROOT / package).glob(pattern):
                 if file.is_file():
                     assert not excluded(file.relative_to(REPO_ROOT).as_posix())
-    assert not excluded("README.md"), "pyproject.toml's readme must be in the context"
 
 
 def test_build_context_stays_small(dockerignore):

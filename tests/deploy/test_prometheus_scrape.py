@@ -23,7 +23,7 @@ from deploy_support import (
     load_yaml,
     running,
     serve_command,
-    write_test_metafile,
+    write_metafile,
 )
 
 DETECT_CALLS = 3
@@ -40,7 +40,7 @@ def loaded_service(tmp_path_factory: pytest.TempPathFactory, synthetic_weights) 
     except OSError:
         shutil.copy(synthetic_weights.path, weights / synthetic_weights.filename)
     # The URL is never fetched: the file is already in place under its name.
-    metafile = write_test_metafile(folder / "registry", f"https://weights.invalid/{synthetic_weights.filename}")
+    metafile = write_metafile(folder / "registry", {TEST_VARIANT: f"https://weights.invalid/{synthetic_weights.filename}"})
     port = free_port()
     env = clean_env(ATTNZOO_METAFILE=str(metafile), ATTNZOO_WEIGHTS_DIR=str(weights))
     try:

@@ -1,0 +1,127 @@
+"""docker/k8s/inferenceservice.yaml: attnzoo as a KServe custom predictor, checked by KServe's own
+typed SDK models (``kserve`` on PyPI) so that a misspelt or misplaced field fails, then against
+the service's contract (ports, protocol, probes) and the plain Deployment it mirrors."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import pytest
+from deploy_support import K8S_DIR, load_yaml
+from typed_manifest import ManifestFieldError, load_typed
+
+ISVC_FILE = K8S_DIR / "inferenceservice.yaml"
+V2_HEALTH = {"livenessProbe": "/v2/health/live", "readinessProbe": "/v2/health/ready"}
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict[str, Any]:
+    return load_yaml(ISVC_FILE)
+
+
+@pytest.fixture(scope="module")
+def predictor(manifest) -> dict[str, Any]:
+    return manifest["spec"]["predictor"]
+
+
+@pytest.fixture(scope="module")
+def server(predictor) -> dict[str, Any]:
+    (container,) = predictor["containers"]
+    return container
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def test_loads_into_kserves_typed_inference_service_and_round_trips(manifest):
+    from kserve import ApiClient, V1beta1InferenceService
+
+    isvc = load_typed(manifest, "V1beta1InferenceService")
+    assert isinstance(isvc, V1beta1InferenceService)
+    assert (isvc.api_version, isvc.kind) == ("serving.kserve.io/v1beta1", "InferenceService")
+    # Serialised back by the SDK: nothing was dropped, renamed or retyped on the way.
+    assert ApiClient().sanitize_for_serialization(isvc) == manifest
+
+
+def _rename(path: list[str | int], old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(doc: dict[str, Any]) -> None:
+        node = doc
+        for part in path:
+            node = node[part]
+        node[new] = node.pop(old)
+
+    return mutate
+
+
+def _move_grace_into_the_container(doc: dict[str, Any]) -> None:
+    predictor = doc["spec"]["predictor"]
+    predictor["containers"][0]["terminationGracePeriodSeconds"] = predictor.pop("terminationGracePeriodSeconds")
+
+
+def _port_as_words(doc: dict[str, Any]) -> None:
+    doc["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] = "eight thousand"
+
+
+MUTATIONS = {
+    "misspelt readinessProbe": (_rename(["spec", "predictor", "containers", 0], "readinessProbe", "readinesProbe"), "readinesProbe"),
+    "misspelt minReplicas": (_rename(["spec", "predictor"], "minReplicas", "minReplica"), "minReplica"),
+    "misplaced terminationGracePeriodSeconds": (_move_grace_into_the_container, "terminationGracePeriodSeconds"),
+    "wrongly typed containerPort": (_port_as_words, "containerPort"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_a_misspelt_misplaced_or_mistyped_field_fails(manifest, mutation):
+    mutate, field = MUTATIONS[mutation]
+    broken = copy.deepcopy(manifest)
+    mutate(broken)
+    with pytest.raises(ManifestFieldError, match=field):
+        load_typed(broken, "V1beta1InferenceService")
+
+
+def test_custom_predictor_speaks_v2_on_the_http_and_grpc_ports(manifest, server, service_port, grpc_port):
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert server["name"] == "kserve-container"
+    env = _env(server)
+    assert env["PROTOCOL"] == "v2"
+    assert int(env["ATTNZOO_PORT"]) == service_port and int(env["ATTNZOO_GRPC_PORT"]) == grpc_port
+    # KServe routes HTTP to the first container port; the gRPC port keeps its number.
+    assert [(p["name"], p["containerPort"]) for p in server["ports"]] == [("http", service_port), ("grpc", grpc_port)]
+
+
+def test_requests_one_gpu_and_runs_on_cuda(server):
+    for section in ("limits", "requests"):
+        assert int(server["resources"][section]["nvidia.com/gpu"]) == 1
+    assert server["args"] == ["--device", "cuda"]
+
+
+def test_probes_are_the_v2_health_endpoints(server):
+    for kind, path in V2_HEALTH.items():
+        assert server[kind]["httpGet"] == {"path": path, "port": "http"}
+    assert server["startupProbe"]["httpGet"]["path"] == V2_HEALTH["livenessProbe"]
+    startup = server["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "room for loading four models"
+
+
+def test_probe_paths_are_routes_of_the_service(tmp_path):
+    from app.main import create_app
+    from app.settings import Settings
+
+    routes = set(create_app(Settings(weights_dir=tmp_path)).openapi()["paths"])
+    if not any(route.startswith("/v2/") for route in routes):
+        pytest.skip("the service on this branch has no KServe v2 routes yet (issue 14 adds them)")
+    assert set(V2_HEALTH.values()) <= routes
+
+
+def test_mirrors_the_deployment_weights_init_and_security(k8s_objects, predictor, server):
+    pod = k8s_objects[("Deployment", "attnzoo")]["spec"]["template"]["spec"]
+    assert predictor["initContainers"] == pod["initContainers"]
+    assert predictor["volumes"] == pod["volumes"]
+    assert predictor["securityContext"] == pod["securityContext"]
+    (deployed,) = [c for c in pod["containers"] if c["name"] == "attnzoo"]
+    assert server["volumeMounts"] == deployed["volumeMounts"]
+    assert server["image"] == deployed["image"]
+    # Same service settings (PROTOCOL is KServe's own variable).
+    assert {k: v for k, v in _env(server).items() if k != "PROTOCOL"} == _env(deployed)
