@@ -16,6 +16,8 @@ that need all four variants use ``four_variant_server`` (synthetic checkpoints f
 from __future__ import annotations
 
 import io
+import json
+import logging
 import os
 import socket
 import threading
@@ -33,6 +35,7 @@ import yaml
 from fastapi import FastAPI
 
 from app.main import create_app
+from app.middleware import ACCESS_LOGGER
 from app.model_pool import ModelPool
 from app.server import uvicorn_config
 from app.settings import Settings
@@ -294,15 +297,17 @@ def broken_server(zoo: Zoo) -> Iterator[LiveServer]:
 
 
 def read_metric(base_url: str, name: str, **labels: str) -> float:
-    """Value of one sample of ``/metrics`` (0.0 when absent)."""
+    """Sum of the ``/metrics`` samples of ``name`` with ``labels`` (0.0 when none), as PromQL's
+    ``sum(name{labels})``: labels left out (e.g. ``protocol``) are summed over."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{base_url}/metrics", timeout=30).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 @pytest.fixture(scope="session")
@@ -350,6 +355,27 @@ def hold_model(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Call
     yield hold
     for gate in gates:
         gate.release()
+
+
+class AccessLines(logging.Handler):
+    """Collects the access log's JSON lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture()
+def access_log() -> Iterator[list[dict]]:
+    """The access-log lines written during the test (of every server in this process)."""
+    handler = AccessLines()
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> None:

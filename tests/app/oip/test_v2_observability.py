@@ -3,36 +3,14 @@ and one set of metrics for every front door, told apart by the ``protocol`` labe
 
 from __future__ import annotations
 
-import json
-import logging
-
 import grpc
 import pytest
 from oip_support import grpcclient, httpclient, image_input
 
-from app.middleware import ACCESS_LOGGER
 from app.oip.proto import grpc_predict_v2_pb2 as pb
 from app.oip.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
 VARIANT = "attn0010"
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-
-
-@pytest.fixture()
-def access_log():
-    handler = Lines()
-    logger = logging.getLogger(ACCESS_LOGGER)
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
 
 
 def test_grpc_request_ids_are_kept_or_made_and_sent_back(live_server, access_log, eventually):
