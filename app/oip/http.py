@@ -23,7 +23,7 @@ from model_zoo import UnknownVariantError
 from ..deps import MetricsDep, PoolDep, RecordDep, SettingsDep
 from ..disconnect import unless_disconnected
 from ..errors import CLIENT_CLOSED, MODEL_ERRORS, UPLOAD_ERRORS, V2_PATH_PREFIX, error_response, error_responses
-from ..model_pool import RETRY_AFTER_LOADING_S, VariantSlot
+from ..model_pool import RETRY_AFTER_LOADING_S, VariantNotReadyError, VariantSlot
 from ..variant_core import InvalidParameterError, VariantCore
 from .inference import (
     InferenceRequestError,
@@ -87,7 +87,12 @@ async def live() -> Any:
     return {"live": True}
 
 
-@router.get("/health/ready", response_model=ReadyResponse, summary="Readiness: every requested variant is loaded")
+@router.get(
+    "/health/ready",
+    response_model=ReadyResponse,
+    summary="Readiness: every requested variant is loaded",
+    responses={503: {"model": V2ErrorResponse, "description": "not ready; the error says why, per variant"}},
+)
 async def ready(request: Request, pool: PoolDep) -> Any:
     reasons = pool.readiness()
     if reasons:
@@ -107,8 +112,11 @@ async def get_model_metadata(slot: SlotDep) -> Any:
     return model_metadata(slot)
 
 
-@router.get("/models/{model}/ready", response_model=ReadyResponse, summary="Model readiness (503 while not loaded)")
-@router.get("/models/{model}/versions/{version}/ready", response_model=ReadyResponse, summary="Model readiness", dependencies=VERSIONED)
+_READY = {"response_model": ReadyResponse, "responses": error_responses(VariantNotReadyError, body=V2ErrorResponse)}
+
+
+@router.get("/models/{model}/ready", summary="Model readiness (503 while not loaded)", **_READY)
+@router.get("/models/{model}/versions/{version}/ready", summary="Model readiness", dependencies=VERSIONED, **_READY)
 async def get_model_ready(core: CoreDep) -> Any:
     return {"ready": True}
 
