@@ -26,7 +26,7 @@ from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
 from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
-from .model_pool import NoVariantLoadedError, VariantNotReadyError
+from .model_pool import RETRY_AFTER_LOADING_S, NoVariantLoadedError, VariantNotReadyError
 from .oip.inference import InferenceRequestError, TooManyImagesError
 from .oip.metadata import UnknownModelVersionError
 from .oip.tensors import TensorDataError
@@ -43,6 +43,15 @@ V2_PATH_PREFIX = "/v2"  # the Open Inference Protocol's routes (app/oip/http.py)
 
 class ServiceNotStartedError(RuntimeError):
     """A request reached the app outside its lifespan (no models)."""
+
+
+class ServerNotReadyError(RuntimeError):
+    """Some requested variant is still loading or unavailable (``/v2/health/ready``)."""
+
+    retry_after_s = RETRY_AFTER_LOADING_S
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        super().__init__("not ready: " + "; ".join(f"{variant}: {reason}" for variant, reason in reasons.items()))
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,7 @@ ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     DeadlineExceededError: ErrorSpec(504, "deadline_exceeded", "deadline passed before the model answered"),
     BatcherClosedError: ErrorSpec(503, "shutting_down", "the service is shutting down"),
     ServiceNotStartedError: ErrorSpec(503, "not_started", "the service has not started"),
+    ServerNotReadyError: ErrorSpec(503, "not_ready", "not every requested variant is loaded (see Retry-After)"),
     ModelExecutionError: ErrorSpec(500, "model_error", "model error (quote the request id)"),
     ClientDisconnect: ErrorSpec(CLIENT_CLOSED, "client_disconnected", "the client went away (never sent)"),
 }

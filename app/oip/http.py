@@ -22,8 +22,8 @@ from model_zoo import UnknownVariantError
 
 from ..deps import MetricsDep, PoolDep, RecordDep, SettingsDep
 from ..disconnect import unless_disconnected
-from ..errors import CLIENT_CLOSED, MODEL_ERRORS, UPLOAD_ERRORS, V2_PATH_PREFIX, error_response, error_responses
-from ..model_pool import RETRY_AFTER_LOADING_S, VariantNotReadyError, VariantSlot
+from ..errors import CLIENT_CLOSED, MODEL_ERRORS, UPLOAD_ERRORS, V2_PATH_PREFIX, ServerNotReadyError, error_responses
+from ..model_pool import VariantNotReadyError, VariantSlot
 from ..variant_core import InvalidParameterError, VariantCore
 from .inference import (
     InferenceRequestError,
@@ -91,13 +91,12 @@ async def live() -> Any:
     "/health/ready",
     response_model=ReadyResponse,
     summary="Readiness: every requested variant is loaded",
-    responses={503: {"model": V2ErrorResponse, "description": "not ready; the error says why, per variant"}},
+    responses=error_responses(ServerNotReadyError, body=V2ErrorResponse),
 )
-async def ready(request: Request, pool: PoolDep) -> Any:
+async def ready(pool: PoolDep) -> Any:
     reasons = pool.readiness()
     if reasons:
-        detail = "not ready: " + "; ".join(f"{variant}: {reason}" for variant, reason in reasons.items())
-        return error_response(request, 503, "not_ready", detail, headers={"Retry-After": str(RETRY_AFTER_LOADING_S)})
+        raise ServerNotReadyError(reasons)
     return {"ready": True}
 
 

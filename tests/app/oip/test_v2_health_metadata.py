@@ -53,7 +53,7 @@ def test_a_server_still_loading_or_without_models_is_live_but_not_ready(zoo, sta
     assert triton_http.is_server_live() and triton_grpc.is_server_live()
     assert not triton_http.is_server_ready() and not triton_grpc.is_server_ready()
     ready = httpx.get(f"{server.base_url}/v2/health/ready", timeout=30)
-    assert ready.status_code == 503 and set(ready.json()) == {"error"}
+    assert ready.status_code == 503 and set(ready.json()) == {"error"} and int(ready.headers["Retry-After"]) >= 1
     assert "attn0010-dcn" in ready.json()["error"] and "attn1111-dcn" in ready.json()["error"]
     triton_http.close()
     triton_grpc.close()
