@@ -13,8 +13,10 @@ import zlib
 import httpx
 import numpy as np
 import pytest
-from oip_support import grpcclient, httpclient, image_input
+from oip_support import grpcclient, http_client, httpclient, image_input
 from tritonclient.utils import InferenceServerException
+
+from app.main import create_app
 
 VARIANT = "attn0010"
 
@@ -50,7 +52,6 @@ def bytes_tensor(client_module, name: str, shape: list[int], jpeg: bytes):
 # (case, HTTP status, gRPC status, a fragment of the message)
 CASES = [
     ("unknown model", 404, "NOT_FOUND", "valid variants: attn1111, attn0010, attn1111-dcn, attn0010-dcn"),
-    ("model not loaded", 503, "UNAVAILABLE", "ATTNZOO_VARIANTS"),
     ("unknown version", 404, "NOT_FOUND", "its only version is '1'"),
     ("not an image", 422, "INVALID_ARGUMENT", "not a recognised image"),
     ("truncated image", 422, "INVALID_ARGUMENT", "truncated or corrupt"),
@@ -73,7 +74,6 @@ def request_of(case: str, module, jpeg: bytes, make_scene) -> dict:
     one = [image_input(module, [jpeg])]
     return {
         "unknown model": {"model": "attn9999", "inputs": one},
-        "model not loaded": {"model": "attn1111-dcn", "inputs": one},
         "unknown version": {"inputs": one, "model_version": "2"},
         "not an image": {"inputs": [image_input(module, [b"definitely not an image"])]},
         "truncated image": {"inputs": [image_input(module, [jpeg[: len(jpeg) // 2]])]},
@@ -102,6 +102,20 @@ def test_bad_requests_get_the_same_answer_over_both_transports(triton_http, trit
     assert error.status() == f"StatusCode.{grpc_status}", error
     assert fragment in error.message(), error.message()
     assert triton_grpc.infer(VARIANT, [image_input(grpcclient, [jpeg])]).as_numpy("num_detections").shape == (1,)
+
+
+def test_a_variant_that_failed_to_load_is_unavailable_with_retry_after(zoo, start_server, unused_port, jpeg):
+    server = start_server(create_app(zoo.settings(variants=["attn1111-dcn", "attn0010-dcn"], grpc_port=unused_port())))
+    triton_http, triton_grpc = http_client(server.base_url), grpcclient.InferenceServerClient(server.grpc_url)
+    over_http = infer_error(triton_http, httpclient, [image_input(httpclient, [jpeg])], "attn1111-dcn")
+    over_grpc = infer_error(triton_grpc, grpcclient, [image_input(grpcclient, [jpeg])], "attn1111-dcn")
+    assert (over_http.status(), over_grpc.status()) == ("503", "StatusCode.UNAVAILABLE")
+    for error in (over_http, over_grpc):
+        assert "variant 'attn1111-dcn' is unavailable" in error.message()  # with the reason it did not load
+    ready = httpx.get(f"{server.base_url}/v2/models/attn0010-dcn/ready", timeout=30)
+    assert ready.status_code == 503 and int(ready.headers["Retry-After"]) >= 1 and set(ready.json()) == {"error"}
+    triton_http.close()
+    triton_grpc.close()
 
 
 def test_error_bodies_are_the_protocols_with_a_request_id(client, jpeg):
