@@ -9,6 +9,7 @@ a GPU, bad ``ATTNZOO_*`` values) are one-line errors before anything is loaded.
 from __future__ import annotations
 
 import argparse
+import socket
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,15 +23,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser(
         "serve",
         parents=[common],
-        help="run the HTTP service (/detect, /models, /healthz, /readyz, /metrics)",
-        description="Serve the detectors over HTTP. Every option can also be set as an ATTNZOO_* "
-        "environment variable (ATTNZOO_HOST, ATTNZOO_PORT, ATTNZOO_VARIANTS, ATTNZOO_DEVICE, "
+        help="run the service: HTTP (/detect, /models, /v2, /healthz, /readyz, /metrics) and gRPC (Open Inference Protocol)",
+        description="Serve the detectors over HTTP and gRPC. Every option can also be set as an ATTNZOO_* "
+        "environment variable (ATTNZOO_HOST, ATTNZOO_PORT, ATTNZOO_GRPC_PORT, ATTNZOO_VARIANTS, ATTNZOO_DEVICE, "
         "ATTNZOO_MAX_BATCH, ATTNZOO_MAX_WAIT_MS, ATTNZOO_QUEUE_SIZE, ATTNZOO_REQUEST_TIMEOUT_S, "
         "ATTNZOO_MAX_BODY_BYTES, ATTNZOO_MAX_PIXELS, ...; see app/settings.py); options win over the environment.",
     )
     defaults = Settings.model_fields
     parser.add_argument("--host", default=None, help=f"interface to bind (env ATTNZOO_HOST, default {defaults['host'].default})")
     parser.add_argument("--port", type=int, default=None, help=f"TCP port (env ATTNZOO_PORT, default {defaults['port'].default})")
+    parser.add_argument(
+        "--grpc-port", type=int, default=None,
+        help=f"gRPC port of the Open Inference Protocol (env ATTNZOO_GRPC_PORT, default {defaults['grpc_port'].default}; 0: no gRPC)",
+    )  # fmt: skip
     parser.add_argument(
         "--variants", nargs="+", default=None, metavar="VARIANT", help="variants to load (default: every registry entry)"
     )
@@ -49,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     registry = load_registry(settings.metafile)  # $ATTNZOO_METAFILE or the bundled one
     registry.resolve_many(settings.variants)
     resolve_device(settings.device)
+    if settings.grpc_port:
+        _check_port_free(settings.host, settings.grpc_port, "gRPC port (ATTNZOO_GRPC_PORT, --grpc-port)")
 
     from .main import create_app  # imports FastAPI and the routers: only once the options are sound
     from .server import serve
@@ -66,6 +73,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     given: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
+        "grpc_port": args.grpc_port,
         "variants": args.variants,
         "device": args.device,
         "verify_hash": False if args.no_verify else None,
@@ -78,6 +86,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(_problem(error) for error in exc.errors())
         raise AttnzooError(f"invalid settings: {problems}") from None
+
+
+def _check_port_free(host: str, port: int, what: str) -> None:
+    """Refuse a port another process holds before loading anything (the lifespan binds it later;
+    a failure there would end in uvicorn's traceback). Raises AttnzooError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise AttnzooError(f"{what} {port} on {host} cannot be used: {exc.strerror or exc}") from None
 
 
 def _problem(error: Any) -> str:

@@ -3,7 +3,8 @@ handlers that apply it, and the OpenAPI ``responses`` of each route, generated f
 
 Every error response has the body ``{"error": <code>, "detail": <what was wrong>, "request_id": ...}``
 (plus ``valid`` for an unknown variant, ``errors`` for invalid parameters) and the
-``X-Request-ID`` header. Unexpected exceptions are 500s whose body carries the request id that
+``X-Request-ID`` header; under ``/v2`` (the Open Inference Protocol, ``app/oip``) the body is the
+protocol's own, ``{"error": <what was wrong>}``, with the same status codes. Unexpected exceptions are 500s whose body carries the request id that
 the log line (with the traceback) carries too.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -24,7 +26,10 @@ from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
 from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
-from .model_pool import NoVariantLoadedError, VariantNotReadyError, VariantNotServedError
+from .model_pool import RETRY_AFTER_LOADING_S, NoVariantLoadedError, VariantNotReadyError, VariantNotServedError
+from .oip.inference import InferenceRequestError, TooManyImagesError
+from .oip.metadata import UnknownModelVersionError
+from .oip.tensors import TensorDataError
 from .schemas import ErrorResponse
 from .upload import BodyTooLargeError, UnsupportedMediaTypeError
 from .variant_core import ImageUnprocessableError, InvalidParameterError, ModelExecutionError
@@ -33,10 +38,20 @@ logger = logging.getLogger("attnzoo.errors")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 CLIENT_CLOSED = 499  # nginx's status for "client closed the request"
+V2_PATH_PREFIX = "/v2"  # the Open Inference Protocol's routes (app/oip/http.py)
 
 
 class ServiceNotStartedError(RuntimeError):
     """A request reached the app outside its lifespan (no models)."""
+
+
+class ServerNotReadyError(RuntimeError):
+    """Some requested variant is still loading or unavailable (``/v2/health/ready``)."""
+
+    retry_after_s = RETRY_AFTER_LOADING_S
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        super().__init__("not ready: " + "; ".join(f"{variant}: {reason}" for variant, reason in reasons.items()))
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     UnknownVariantError: ErrorSpec(404, "unknown_variant", "unknown variant (the body lists the valid ones)"),
     # 404, not 503: it never loads in this process, so there is nothing to retry (no Retry-After)
     VariantNotServedError: ErrorSpec(404, "variant_not_served", "a registry variant this process was not started with"),
+    UnknownModelVersionError: ErrorSpec(404, "unknown_model_version", "a model version other than \"1\""),
     VariantNotReadyError: ErrorSpec(503, "variant_unavailable", "variant not loaded (see Retry-After)"),
     NoVariantLoadedError: ErrorSpec(503, "no_variant_loaded", "no variant is loaded (see Retry-After)"),
     AttentionQueryError: ErrorSpec(
@@ -61,15 +77,19 @@ ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     UnsupportedFormatError: ErrorSpec(415, "unsupported_image_format", "unsupported image format"),
     BodyTooLargeError: ErrorSpec(413, "body_too_large", "body too large"),
     TooManyPixelsError: ErrorSpec(413, "too_many_pixels", "image has too many pixels"),
+    TooManyImagesError: ErrorSpec(413, "too_many_images", "more images in one request than the queue holds"),
     NotAnImageError: ErrorSpec(422, "invalid_image", "invalid image"),
     ImageDecodeError: ErrorSpec(422, "invalid_image", "invalid image"),
     ImageUnprocessableError: ErrorSpec(422, "unprocessable_image", "an image the model cannot take"),
     InvalidParameterError: ErrorSpec(422, "invalid_parameter", "invalid parameter"),
     RequestValidationError: ErrorSpec(422, "invalid_parameter", "invalid parameter"),
+    InferenceRequestError: ErrorSpec(400, "invalid_inference_request", "an inference request the model cannot run"),
+    TensorDataError: ErrorSpec(400, "invalid_inference_request", "an inference request the model cannot run"),
     QueueFullError: ErrorSpec(429, "overloaded", "queue full (see Retry-After)"),
     DeadlineExceededError: ErrorSpec(504, "deadline_exceeded", "deadline passed before the model answered"),
     BatcherClosedError: ErrorSpec(503, "shutting_down", "the service is shutting down"),
     ServiceNotStartedError: ErrorSpec(503, "not_started", "the service has not started"),
+    ServerNotReadyError: ErrorSpec(503, "not_ready", "not every requested variant is loaded (see Retry-After)"),
     ModelExecutionError: ErrorSpec(500, "model_error", "model error (quote the request id)"),
     ClientDisconnect: ErrorSpec(CLIENT_CLOSED, "client_disconnected", "the client went away (never sent)"),
 }
@@ -86,17 +106,22 @@ MODEL_ERRORS: tuple[type[Exception], ...] = (
 )  # fmt: skip
 
 
-def error_responses(*exc_types: type[Exception]) -> dict[int | str, dict[str, Any]]:
+def error_responses(*exc_types: type[Exception], body: type[BaseModel] = ErrorResponse) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of a route that can raise ``exc_types`` (descriptions of one
-    status joined), every one with the :class:`ErrorResponse` body. 422 is always listed."""
+    status joined), every one with the ``body`` model. 422 is always listed."""
     descriptions: dict[int, list[str]] = {}
     for exc_type in (*exc_types, RequestValidationError):
         spec = ERROR_TABLE[exc_type]
         if spec.status != CLIENT_CLOSED and spec.description not in descriptions.setdefault(spec.status, []):
             descriptions[spec.status].append(spec.description)
     return {
-        status: {"model": ErrorResponse, "description": "; ".join(texts)} for status, texts in sorted(descriptions.items())
+        status: {"model": body, "description": "; ".join(texts)} for status, texts in sorted(descriptions.items())
     }
+
+
+def speaks_v2(path: str) -> bool:
+    """Whether ``path`` is one of the Open Inference Protocol's (its error body is ``{"error": ...}``)."""
+    return path == V2_PATH_PREFIX or path.startswith(V2_PATH_PREFIX + "/")
 
 
 def request_id_of(request: Request) -> str | None:
@@ -112,7 +137,10 @@ def error_response(
     if record is not None:
         record.error = code  # for the access log line
         request_id = record.request_id
-    body = {"error": code, "detail": detail, "request_id": request_id, **extra}
+    if speaks_v2(request.scope.get("path", "")):
+        body: dict[str, Any] = {"error": detail if isinstance(detail, str) else str(detail)}
+    else:
+        body = {"error": code, "detail": detail, "request_id": request_id, **extra}
     all_headers = dict(headers or {})
     if request_id:
         all_headers[REQUEST_ID_HEADER] = request_id
@@ -126,20 +154,36 @@ def spec_for(exc: BaseException) -> ErrorSpec | None:
     return None
 
 
-async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """How an exception answers a request, whatever the protocol."""
+
+    status: int  # HTTP status (gRPC maps it to a status code)
+    code: str  # machine-readable error code
+    message: str
+    retry_after_s: int | None = None
+
+
+def answer_for(exc: Exception, request_id: str | None) -> ErrorAnswer:
+    """The answer to a request that failed with ``exc``; failures of the service (5xx and
+    exceptions outside the table) are logged here, with the request id and the traceback."""
     spec = spec_for(exc)
-    if spec is None:  # pragma: no cover - only registered for table entries
-        return await unhandled_error_handler(request, exc)
-    headers = {}
+    if spec is None:
+        logger.error("request %s: unhandled %s", request_id, type(exc).__name__, exc_info=exc)
+        return ErrorAnswer(500, "internal_error", f"internal error; quote request id {request_id} when reporting it")
+    if spec.status >= 500:
+        logger.error("request %s: %s", request_id, exc, exc_info=exc.__cause__ or exc)
     retry_after = getattr(exc, "retry_after_s", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(int(retry_after))
+    return ErrorAnswer(spec.status, spec.code, str(exc), int(retry_after) if retry_after is not None else None)
+
+
+async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    answer = answer_for(exc, request_id_of(request))
+    headers = {"Retry-After": str(answer.retry_after_s)} if answer.retry_after_s is not None else {}
     extra: dict[str, Any] = {}
     if isinstance(exc, UnknownVariantError):
         extra["valid"] = exc.valid
-    if spec.status >= 500:
-        logger.error("request %s: %s", request_id_of(request), exc, exc_info=exc.__cause__ or exc)
-    return error_response(request, spec.status, spec.code, str(exc), headers=headers, **extra)
+    return error_response(request, answer.status, answer.code, answer.message, headers=headers, **extra)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -159,9 +203,8 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    request_id = request_id_of(request)
-    logger.error("request %s: unhandled %s", request_id, type(exc).__name__, exc_info=exc)
-    return error_response(request, 500, "internal_error", f"internal error; quote request id {request_id} when reporting it")
+    answer = answer_for(exc, request_id_of(request))  # a 500 (an exception outside the table)
+    return error_response(request, answer.status, answer.code, answer.message)
 
 
 def install_error_handlers(app: FastAPI) -> None:

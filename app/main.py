@@ -2,7 +2,8 @@
 
 ``attnzoo serve`` runs ``uvicorn app.main:create_app --factory``. Nothing expensive happens at
 import or in :func:`create_app` (it validates the settings and parses the registry); the
-lifespan loads the models in a background thread and stops the batchers at shutdown.
+lifespan loads the models in a background thread, serves the Open Inference Protocol over gRPC
+on the same event loop (``ATTNZOO_GRPC_PORT``), and stops both at shutdown.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .measured_figures import MeasuredFigures
 from .metrics import METRICS_OPENAPI, METRICS_PATH, ServiceMetrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure_access_log
 from .model_pool import ModelPool
+from .oip import http as oip_http
+from .oip.grpc_service import serving_grpc
 from .routes import attention, compare, detect, docs, health, models, pages
 from .settings import Settings, get_settings
 
@@ -31,7 +34,8 @@ DESCRIPTION = """Faster R-CNN R-50-FPN detectors with GeneralizedAttention ("An 
 Spatial Attention Mechanisms in Deep Networks"): `POST /detect?variant=...` with an image (JSON, or
 drawn with `format=image`), `POST /compare` (every loaded variant side by side), `POST /attention`
 (one block's attention for a query point), `GET /models` for what is loaded, `/healthz`, `/readyz`,
-`/metrics`, and a page to try it at `/`."""
+`/metrics`, and a page to try it at `/`. The Open Inference Protocol (KServe v2) under `/v2`, and
+over gRPC on `ATTNZOO_GRPC_PORT`, for Triton and KServe clients."""
 
 
 class AttnzooAPI(FastAPI):
@@ -63,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service_metrics.gpu_memory.devices = pool.cuda_devices
         pool.start()
         try:
-            yield
+            async with serving_grpc(pool, settings, service_metrics, version=app.version):
+                yield
         finally:
             await run_in_threadpool(pool.close)
             app.state.pool = None
@@ -92,10 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
-            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Inference-Header-Content-Length"],
         )
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)  # outermost: sees every answer
-    for module in (detect, compare, attention, models, health, pages):
+    for module in (detect, compare, attention, models, health, pages, oip_http):
         app.include_router(module.router)
     app.add_route(METRICS_PATH, service_metrics.endpoint())
     app.mount("/static", pages.PageFiles(), name="static")

@@ -25,6 +25,10 @@ from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 STAGES = ("queue", "preprocess", "model", "postprocess")
+# The `protocol` label of the request metrics: /detect and the other routes, the Open Inference
+# Protocol (app/oip) over HTTP, and over gRPC (whose `status` is the HTTP status of the same error).
+PROTOCOLS = ("http", "v2-http", "v2-grpc")
+PROTOCOL_HTTP, PROTOCOL_V2_HTTP, PROTOCOL_V2_GRPC = PROTOCOLS
 METRICS_PATH = "/metrics"
 # The OpenAPI path item of METRICS_PATH: an ASGI endpoint, which FastAPI does not document itself.
 METRICS_OPENAPI = {
@@ -74,12 +78,14 @@ class ServiceMetrics:
         r = self.registry
         ProcessCollector(registry=r)
         self.requests = Counter(
-            "attnzoo_requests_total", "HTTP requests by variant, endpoint and status code.",
-            ["variant", "endpoint", "status"], registry=r,
+            "attnzoo_requests_total",
+            "Requests by variant, endpoint, status code and protocol (http, v2-http, v2-grpc; a gRPC "
+            "request's status is the HTTP status of its outcome).",
+            ["variant", "endpoint", "status", "protocol"], registry=r,
         )  # fmt: skip
         self.request_duration = Histogram(
             "attnzoo_request_duration_seconds", "End-to-end request latency (first byte in to response sent).",
-            ["variant", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+            ["variant", "endpoint", "protocol"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.stage_duration = Histogram(
             "attnzoo_stage_duration_seconds",
@@ -98,6 +104,11 @@ class ServiceMetrics:
         self.gpu_memory = CudaMemoryCollector()
         r.register(self.gpu_memory)
         self.model_ready = Gauge("attnzoo_model_ready", "1 when the variant is loaded and warm, else 0.", ["variant"], registry=r)
+
+    def observe_request(self, variant: str, endpoint: str, status: int, protocol: str, seconds: float) -> None:
+        """Count one finished request (``protocol`` from :data:`PROTOCOLS`) and its latency."""
+        self.requests.labels(variant, endpoint, str(status), protocol).inc()
+        self.request_duration.labels(variant, endpoint, protocol).observe(seconds)
 
     def observe_stages(self, variant: str, seconds: dict[str, float]) -> None:
         """Record one request's stage durations (keys from :data:`STAGES`)."""

@@ -5,7 +5,8 @@ one), echoed as the ``X-Request-ID`` response header, and a :class:`RequestRecor
 ``scope["state"]["record"]`` that the dependencies and error handlers fill in (the variant that
 answered, the batch size, the error code). When the response is done, the record becomes one JSON
 line on the ``attnzoo.access`` logger and updates ``attnzoo_requests_total`` /
-``attnzoo_request_duration_seconds``.
+``attnzoo_request_duration_seconds`` (:class:`AccessLog`, which the gRPC front door's requests
+end in too).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import REQUEST_ID_HEADER, error_response
-from .metrics import ServiceMetrics
+from .errors import REQUEST_ID_HEADER, error_response, speaks_v2
+from .metrics import PROTOCOL_HTTP, PROTOCOL_V2_HTTP, ServiceMetrics
 from .upload import BodyTooLargeError
 
 ACCESS_LOGGER = "attnzoo.access"
@@ -46,6 +47,54 @@ class RequestRecord:
 
 def record_of(scope: Scope) -> RequestRecord | None:
     return scope.get("state", {}).get("record")
+
+
+def request_id_from(value: str | None) -> str:
+    """The client's request id when it is a sane token, else a new one."""
+    return value if value is not None and _SANE_ID.match(value) else uuid.uuid4().hex
+
+
+class AccessLog:
+    """Where every request ends, whatever its front door: the request metrics and one JSON line."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.metrics = metrics
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+
+    def finish(
+        self,
+        record: RequestRecord,
+        *,
+        protocol: str,
+        endpoint: str,
+        method: str | None,
+        path: str | None,
+        query: str,
+        status: int,
+        seconds: float,
+        client: str | None,
+        **fields: object,
+    ) -> None:
+        """Count the request and log it; ``fields`` are added to the line (e.g. ``grpc_status``)."""
+        self.metrics.observe_request(record.variant, endpoint, status, protocol, seconds)
+        line = {
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "request_id": record.request_id,
+            "protocol": protocol,
+            "method": method,
+            "path": path,
+            "query": query,
+            "status": status,
+            "duration_ms": round(seconds * 1000.0, 3),
+            "variant": record.variant or None,
+            "client": client,
+            **fields,
+        }
+        if record.batch_size is not None:
+            line["batch_size"] = record.batch_size
+        if record.error is not None:
+            line["error"] = record.error
+        self.logger.info(json.dumps(line, separators=(",", ":")))
 
 
 class AccessLogHandler(logging.StreamHandler):
@@ -69,15 +118,14 @@ def configure_access_log() -> logging.Logger:
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
-        self.metrics = metrics
-        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self.access_log = AccessLog(metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        record = RequestRecord(_incoming_id(scope) or uuid.uuid4().hex)
+        record = RequestRecord(request_id_from(_incoming_id(scope)))
         scope.setdefault("state", {})["record"] = record
         status = 500  # if the app raises before answering
 
@@ -94,26 +142,19 @@ class RequestContextMiddleware:
             self._log(scope, record, status, time.perf_counter() - started)
 
     def _log(self, scope: Scope, record: RequestRecord, status: int, seconds: float) -> None:
-        endpoint = endpoint_label(scope)
-        self.metrics.requests.labels(record.variant, endpoint, str(status)).inc()
-        self.metrics.request_duration.labels(record.variant, endpoint).observe(seconds)
         client = scope.get("client")
-        line = {
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "request_id": record.request_id,
-            "method": scope.get("method"),
-            "path": scope.get("path"),
-            "query": scope.get("query_string", b"").decode("latin-1"),
-            "status": status,
-            "duration_ms": round(seconds * 1000.0, 3),
-            "variant": record.variant or None,
-            "client": f"{client[0]}:{client[1]}" if client else None,
-        }
-        if record.batch_size is not None:
-            line["batch_size"] = record.batch_size
-        if record.error is not None:
-            line["error"] = record.error
-        self.logger.info(json.dumps(line, separators=(",", ":")))
+        path = scope.get("path")
+        self.access_log.finish(
+            record,
+            protocol=PROTOCOL_V2_HTTP if speaks_v2(path or "") else PROTOCOL_HTTP,
+            endpoint=endpoint_label(scope),
+            method=scope.get("method"),
+            path=path,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            status=status,
+            seconds=seconds,
+            client=f"{client[0]}:{client[1]}" if client else None,
+        )
 
 
 def endpoint_label(scope: Scope) -> str:
@@ -148,8 +189,7 @@ def _is_preflight(scope: Scope) -> bool:
 def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            text = value.decode("latin-1")
-            return text if _SANE_ID.match(text) else None
+            return value.decode("latin-1")
     return None
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ATTNZOO_"
@@ -29,6 +29,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="interface to bind (0.0.0.0 in the container)")
     port: int = Field(8000, description="TCP port, 1..65535")
+    grpc_port: int = Field(
+        8001, description="TCP port of the Open Inference Protocol over gRPC (Triton's 8001); 0 turns gRPC off"
+    )
     log_level: LogLevel = Field("info", description="uvicorn's log level")
     variants: Annotated[list[str] | None, NoDecode] = Field(
         None,
@@ -68,6 +71,15 @@ class Settings(BaseSettings):
     def _check_port(cls, value: int) -> int:
         if not 1 <= value <= 65535:
             raise ValueError(f"invalid port {value}: expected 1..65535")
+        return value
+
+    @field_validator("grpc_port")
+    @classmethod
+    def _check_grpc_port(cls, value: int, info: ValidationInfo) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError(f"invalid gRPC port {value}: expected 1..65535, or 0 for no gRPC")
+        if value and value == info.data.get("port"):
+            raise ValueError(f"gRPC port {value} is the HTTP port too; give each its own")
         return value
 
     @field_validator("device")

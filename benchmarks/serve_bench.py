@@ -8,6 +8,10 @@ in-process model time of the same variant; appends a dated entry to ``BENCHMARKS
    ``--requests`` POST /detect requests of the same image as fast as answers come back.
    Reported: p50/p99 client latency, throughput (answers per second of wall time), mean batch
    size and the server's per-stage timings (``timings_ms``).
+3. The front doors (``--protocols``): one image per request, one client, the requests of
+   ``/detect``, the Open Inference Protocol over HTTP (tritonclient.http, binary tensor data) and
+   over gRPC (tritonclient.grpc) interleaved, ``--requests`` each after one untimed request each.
+   Reported: p50/p99 per protocol and the per-request overhead of v2: its p50 minus /detect's.
 
 Weights: the variant's file in ``--weights-dir`` when present (hash checked), else a synthetic
 checkpoint (``model_zoo.synth``) written to a temporary zoo; ``--scale`` sets the test-time
@@ -15,7 +19,8 @@ resize (default: the variant's own, 1333×800), via an architecture file extendi
 Client and server share this machine's cores; the entry says so.
 
 Usage: python benchmarks/serve_bench.py [--variant attn0010] [--scale 1333,800] [--requests 32]
-       [--concurrency 1,4,16] [--max-batch 4] [--device cpu] [--url http://127.0.0.1:8000]
+       [--concurrency 1,4,16] [--max-batch 4] [--device cpu] [--protocols detect,v2-http,v2-grpc]
+       [--url http://127.0.0.1:8000 [--grpc-url 127.0.0.1:8001]]
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -59,6 +64,15 @@ from model_zoo.weights import sha256_file  # noqa: E402
 
 SCRIPT = "benchmarks/serve_bench.py"
 UNREACHABLE = "http://127.0.0.1:9"  # a synthetic file's URL is never fetched
+PROTOCOLS = ("detect", "v2-http", "v2-grpc")
+
+
+@dataclass(frozen=True)
+class Service:
+    """Where the service answers: its HTTP base URL and its gRPC address (None: no gRPC)."""
+
+    base_url: str
+    grpc_url: str | None
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ class LevelResult:
 
     concurrency: int
     latencies_s: list[float] = field(default_factory=list)
-    statuses: dict[int, int] = field(default_factory=dict)
+    statuses: dict[int | str, int] = field(default_factory=dict)  # HTTP status or gRPC code name → count
     batch_sizes: list[int] = field(default_factory=list)
     server_ms: dict[str, list[float]] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -149,9 +163,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(args: argparse.Namespace, zoo: Zoo, log_path: Path) -> Iterator[str]:
-    """``attnzoo serve`` in a subprocess, ready; yields its base URL. SIGINT at the end."""
-    port = free_port()
+def served(args: argparse.Namespace, zoo: Zoo, log_path: Path) -> Iterator[Service]:
+    """``attnzoo serve`` in a subprocess, ready; yields where it answers. SIGINT at the end."""
+    port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
     env.update(
         ATTNZOO_MAX_BATCH=str(args.max_batch),
@@ -159,7 +173,7 @@ def served(args: argparse.Namespace, zoo: Zoo, log_path: Path) -> Iterator[str]:
         ATTNZOO_QUEUE_SIZE=str(max(64, 2 * max(args.concurrency))),
         ATTNZOO_REQUEST_TIMEOUT_S="600",
     )
-    command = [sys.executable, "-m", "model_zoo", "serve", "--port", str(port), "--variants", args.variant,
+    command = [sys.executable, "-m", "model_zoo", "serve", "--port", str(port), "--grpc-port", str(grpc_port), "--variants", args.variant,
                "--device", args.device, "--metafile", str(zoo.metafile), "--weights-dir", str(zoo.weights_dir),
                "--log-level", "warning"]  # fmt: skip
     with open(log_path, "wb") as log:
@@ -167,7 +181,7 @@ def served(args: argparse.Namespace, zoo: Zoo, log_path: Path) -> Iterator[str]:
         base_url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base_url, process, log_path, timeout=args.start_timeout)
-            yield base_url
+            yield Service(base_url, f"127.0.0.1:{grpc_port}")
         finally:
             process.send_signal(signal.SIGINT)
             try:
@@ -233,10 +247,92 @@ def run_level(base_url: str, variant: str, image: bytes, concurrency: int, reque
     return result
 
 
+def protocol_senders(
+    clients: ExitStack, service: Service, variant: str, image: bytes, protocols: Sequence[str]
+) -> dict[str, Callable[[], int | str]]:
+    """One request of each protocol as a call returning its status (200, an HTTP status, or a
+    gRPC status code name); tritonclient (the `test` extra) for the v2 ones. The clients close
+    with ``clients``."""
+    senders: dict[str, Callable[[], int | str]] = {}
+    if "detect" in protocols:
+        http = clients.enter_context(httpx.Client(base_url=service.base_url, timeout=600))
+        senders["detect"] = lambda: http.post(
+            "/detect", params={"variant": variant}, content=image, headers={"Content-Type": "image/jpeg"}
+        ).status_code
+    if {"v2-http", "v2-grpc"} & set(protocols):
+        import tritonclient.grpc as grpcclient  # noqa: PLC0415 - only when a v2 protocol is measured
+        import tritonclient.http as httpclient  # noqa: PLC0415
+        from tritonclient.utils import InferenceServerException  # noqa: PLC0415
+
+        def infer(client, module) -> int | str:
+            tensor = module.InferInput("IMAGE", [1], "BYTES")
+            tensor.set_data_from_numpy(np.array([image], dtype=np.object_))  # binary data by default over HTTP
+            try:
+                client.infer(variant, [tensor])
+            except InferenceServerException as exc:
+                return str(exc.status()).removeprefix("StatusCode.")
+            return 200
+
+    if "v2-http" in protocols:
+        triton_http = httpclient.InferenceServerClient(service.base_url.removeprefix("http://"), network_timeout=600.0)
+        clients.callback(triton_http.close)
+        senders["v2-http"] = lambda: infer(triton_http, httpclient)
+    if "v2-grpc" in protocols and service.grpc_url is not None:
+        triton_grpc = grpcclient.InferenceServerClient(service.grpc_url)
+        clients.callback(triton_grpc.close)
+        senders["v2-grpc"] = lambda: infer(triton_grpc, grpcclient)
+    return senders
+
+
+def run_protocols(service: Service, variant: str, image: bytes, protocols: Sequence[str], requests: int) -> dict[str, LevelResult]:
+    """``requests`` requests per protocol from one client, interleaved in a rotating order (a
+    change of load affects every protocol alike), after one untimed request each."""
+    with ExitStack() as clients:
+        senders = protocol_senders(clients, service, variant, image, protocols)
+        results = {name: LevelResult(1) for name in senders}
+        for send in senders.values():
+            send()
+        names = list(senders)
+        started = time.perf_counter()
+        for index in range(requests):
+            for name in names[index % len(names) :] + names[: index % len(names)]:
+                begun = time.perf_counter()
+                status = senders[name]()
+                elapsed = time.perf_counter() - begun
+                result = results[name]
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                if status == 200:
+                    result.latencies_s.append(elapsed)
+        for result in results.values():
+            result.wall_s = time.perf_counter() - started
+    return results
+
+
 # --- report ----------------------------------------------------------------------------------------
 
 
-def entry_text(args, argv, zoo, local, levels: Sequence[LevelResult], machine, scale, loadavg_after) -> str:
+def protocol_table(protocols: dict[str, LevelResult], skipped: Sequence[str]) -> str:
+    """The front doors side by side, and v2's per-request overhead over /detect (p50 difference)."""
+    detect_p50 = protocols["detect"].percentile_ms(50) if "detect" in protocols else None
+    rows = []
+    for name, result in protocols.items():
+        errors = {code: n for code, n in result.statuses.items() if code != 200}
+        p50 = result.percentile_ms(50)
+        overhead = p50 - detect_p50 if p50 is not None and detect_p50 is not None and name != "detect" else None
+        rows.append([
+            name, result.ok, ", ".join(f"{c}×{n}" for c, n in sorted(errors.items(), key=str)) or "0",
+            common.fmt(p50, 1), common.fmt(result.percentile_ms(99), 1), common.fmt(overhead, 1) if overhead is not None else "",
+        ])  # fmt: skip
+    table = common.markdown_table(["protocol", "answers", "errors", "p50 ms", "p99 ms", "p50 − /detect p50 ms"], rows)
+    note = f" Not measured: {', '.join(skipped)} (no gRPC address: give --grpc-url with --url)." if skipped else ""
+    return (
+        "\nFront doors, one image per request from one client, the protocols' requests interleaved "
+        "(detect: POST /detect; v2-http: tritonclient.http with binary tensor data; v2-grpc: tritonclient.grpc)."
+        f"{note}\n\n{table}"
+    )
+
+
+def entry_text(args, argv, zoo, local, levels: Sequence[LevelResult], machine, scale, loadavg_after, protocols=None, skipped=()) -> str:
     header = common.entry_header(
         f"serve_bench.py: HTTP service latency and throughput ({args.variant})",
         common.command_line(SCRIPT, argv),
@@ -271,6 +367,8 @@ def entry_text(args, argv, zoo, local, levels: Sequence[LevelResult], machine, s
         rows,
     )  # fmt: skip
     lines = [header, settings, table]
+    if protocols:
+        lines.append(protocol_table(protocols, skipped))
     if local:
         e2e_ms, model_ms = local["end_to_end_s"] * 1000, local["model_s"] * 1000
         lines.append(
@@ -301,6 +399,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--url", default=None, help="measure a service already running there (in-process timing only with --metafile and --weights-dir)"
     )
+    parser.add_argument("--grpc-url", default=None, help="with --url: the service's gRPC address, HOST:PORT (for v2-grpc)")
+    parser.add_argument(
+        "--protocols", default=",".join(PROTOCOLS), help=f"front doors to compare, comma-separated from {', '.join(PROTOCOLS)}; empty: none"
+    )
     parser.add_argument("--start-timeout", type=float, default=600.0)
     parser.add_argument("--no-append", action="store_true", help="print the entry only")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw latencies here")
@@ -309,6 +411,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not args.concurrency or min(args.concurrency) < 1 or args.requests < 1:
         parser.error("--concurrency needs positive integers and --requests at least 1")
+    args.protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if set(args.protocols) - set(PROTOCOLS):
+        parser.error(f"--protocols: unknown {sorted(set(args.protocols) - set(PROTOCOLS))}; choose from {', '.join(PROTOCOLS)}")
     return args
 
 
@@ -329,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = common.machine_info()
     image = bench_image(args.image)
     levels: list[LevelResult] = []
+    protocols: dict[str, LevelResult] = {}
     with tempfile.TemporaryDirectory(prefix="attnzoo-serve-bench-") as tmp:
         work_dir = Path(tmp)
         if args.url is None:
@@ -339,16 +445,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             zoo = None
         scale = load_registry(zoo.metafile).resolve(args.variant).arch.preprocess.scale if zoo else None
         local = in_process(zoo, args.variant, image, args.device, args.repeats) if zoo else None
-        service = served(args, zoo, work_dir / "serve.log") if args.url is None else _existing(args.url, args.start_timeout)
-        with service as base_url:
+        running = served(args, zoo, work_dir / "serve.log") if args.url is None else _existing(args, args.start_timeout)
+        with running as service:
             for concurrency in args.concurrency:
-                levels.append(run_level(base_url, args.variant, image, concurrency, max(args.requests, concurrency)))
+                levels.append(run_level(service.base_url, args.variant, image, concurrency, max(args.requests, concurrency)))
                 print(f"concurrency {concurrency}: {levels[-1].ok} answers in {levels[-1].wall_s:.1f} s", file=sys.stderr)
+            if args.protocols:
+                protocols = run_protocols(service, args.variant, image, args.protocols, args.requests)
+                print(f"protocols: {', '.join(protocols)} ({args.requests} requests each)", file=sys.stderr)
+    skipped = [name for name in args.protocols if name not in protocols]
     machine_after = common.machine_info()
-    text = entry_text(args, argv, zoo, local, levels, machine, scale, machine_after["loadavg"])
+    text = entry_text(args, argv, zoo, local, levels, machine, scale, machine_after["loadavg"], protocols, skipped)
     print("\n" + text)
     if args.json:
-        payload = {"machine": machine, "in_process": local, "levels": [asdict(level) for level in levels]}
+        payload = {
+            "machine": machine, "in_process": local, "levels": [asdict(level) for level in levels],
+            "protocols": {name: asdict(result) for name, result in protocols.items()},
+        }  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=1))
     if not args.no_append:
         common.append_entry(text, args.benchmarks_file)
@@ -357,9 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextmanager
-def _existing(url: str, timeout: float) -> Iterator[str]:
-    wait_ready(url.rstrip("/"), None, None, timeout)
-    yield url.rstrip("/")
+def _existing(args: argparse.Namespace, timeout: float) -> Iterator[Service]:
+    wait_ready(args.url.rstrip("/"), None, None, timeout)
+    yield Service(args.url.rstrip("/"), args.grpc_url)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,18 @@ small test-time scale (fast CPU forwards), and whose weights are:
 - ``attn1111-dcn``: a file whose hash does not match its name (refused);
 - ``attn0010-dcn``: no file (missing).
 
-One session-wide server loads the two good variants once; tests that need other settings build
-their own app (cheap when it loads nothing) or override ``get_settings`` on the shared one.
+One session-wide server loads the two good variants once and serves gRPC (the Open Inference
+Protocol) on a free port; tests that need other settings build their own app (cheap when it
+loads nothing; no gRPC unless asked) or override ``get_settings`` on the shared one. Modules
+that need all four variants use ``four_variant_server`` (synthetic checkpoints for the other two).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import logging
+import os
 import socket
 import threading
 import time
@@ -30,6 +35,7 @@ import yaml
 from fastapi import FastAPI
 
 from app.main import create_app
+from app.middleware import ACCESS_LOGGER
 from app.model_pool import ModelPool
 from app.server import uvicorn_config
 from app.settings import Settings
@@ -39,6 +45,7 @@ from model_zoo.synth import calibration_image
 from model_zoo.weights import sha256_file
 
 LOADED_VARIANTS = ("attn0010", "attn1111")
+ALL_VARIANTS = ("attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn")  # registry order
 REFUSED_VARIANT = "attn1111-dcn"
 MISSING_VARIANT = "attn0010-dcn"
 TEST_SCALE = (320, 192)  # (long, short) test-time resize target
@@ -66,16 +73,26 @@ class Zoo:
             max_wait_ms=20,
             queue_size=4,
             request_timeout_s=60,
+            grpc_port=0,  # no gRPC server unless a test asks (the default 8001 may be taken)
         )
         values.update(overrides)
         return Settings(**values)
+
+
+def write_weights(alias: str, seed: int, weights_dir: Path) -> str:
+    """A synthetic checkpoint of ``alias`` in ``weights_dir``, named with its own sha256 prefix;
+    its file name."""
+    staging = weights_dir / f"{alias}.partial"
+    write_synthetic_checkpoint(load_registry().resolve(alias), staging, seed=seed)
+    filename = f"{alias}-{sha256_file(staging)[:8]}.pth"
+    staging.rename(weights_dir / filename)
+    return filename
 
 
 def _write_zoo(root: Path) -> Zoo:
     weights_dir, arch_dir, results_dir = root / "weights", root / "arch", root / "results"
     for folder in (weights_dir, arch_dir, results_dir):
         folder.mkdir(parents=True)
-    bundled_registry = load_registry()
     raw = yaml.safe_load(BUNDLED_METAFILE.read_text(encoding="utf-8"))
     for seed, model in enumerate(raw["Models"]):
         alias = model["Alias"]
@@ -87,10 +104,7 @@ def _write_zoo(root: Path) -> Zoo:
         (arch_dir / f"{alias}.yml").write_text(yaml.safe_dump(arch), encoding="utf-8")
         model["Config"] = f"arch/{alias}.yml"
         if alias in LOADED_VARIANTS:
-            staging = weights_dir / f"{alias}.partial"
-            write_synthetic_checkpoint(bundled_registry.resolve(alias), staging, seed=seed)
-            filename = f"{alias}-{sha256_file(staging)[:8]}.pth"
-            staging.rename(weights_dir / filename)
+            filename = write_weights(alias, seed, weights_dir)
         elif alias == REFUSED_VARIANT:
             filename = f"{alias}-00000000.pth"
             (weights_dir / filename).write_bytes(b"not the published checkpoint" * 100)
@@ -105,6 +119,25 @@ def _write_zoo(root: Path) -> Zoo:
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
     return _write_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+def _write_full_zoo(root: Path, zoo: Zoo) -> Zoo:
+    """``zoo``'s registry with every variant loadable: its two checkpoints (hard links) and
+    synthetic ones for the refused and the missing variant (seeded as ``_write_zoo`` seeds)."""
+    weights_dir = root / "weights"
+    weights_dir.mkdir(parents=True)
+    raw = yaml.safe_load(zoo.metafile.read_text(encoding="utf-8"))
+    for seed, model in enumerate(raw["Models"]):
+        model["Config"] = str(zoo.root / model["Config"])
+        url, _, filename = model["Weights"].rpartition("/")
+        if model["Alias"] in LOADED_VARIANTS:
+            os.link(zoo.weights_dir / filename, weights_dir / filename)
+        else:
+            filename = write_weights(model["Alias"], seed, weights_dir)
+        model["Weights"] = f"{url}/{filename}"
+    metafile = root / "metafile.yml"
+    metafile.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return Zoo(root, metafile, weights_dir, zoo.results_dir)
 
 
 def wait_until_settled(pool: ModelPool, timeout: float) -> bool:
@@ -122,8 +155,16 @@ def wait_settled() -> Callable[[ModelPool, float], bool]:
     return wait_until_settled
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server that binds it itself, e.g. gRPC)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class LiveServer:
-    """``uvicorn.Server`` serving ``app`` on 127.0.0.1 in a thread of this process."""
+    """``uvicorn.Server`` serving ``app`` on 127.0.0.1 in a thread of this process; its gRPC
+    address is ``grpc_url`` when the app's settings give a gRPC port."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
@@ -133,6 +174,7 @@ class LiveServer:
         self.port = self._socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         settings = app.state.settings.model_copy(update={"log_level": "warning"})
+        self.grpc_url = f"127.0.0.1:{settings.grpc_port}" if settings.grpc_port else None
         self.server = uvicorn.Server(uvicorn_config(app, settings))  # what `attnzoo serve` runs
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
@@ -155,10 +197,39 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(zoo: Zoo) -> Iterator[LiveServer]:
-    """The shared server: attn0010 + attn1111 loaded, max_batch 4, queue 4."""
-    server = LiveServer(create_app(zoo.settings())).start()
+    """The shared server: attn0010 + attn1111 loaded, max_batch 4, queue 4, gRPC on a free port."""
+    server = LiveServer(create_app(zoo.settings(grpc_port=free_port()))).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def four_variant_server(zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """All four variants loaded (two more synthetic checkpoints: about a minute), gRPC on a free
+    port; one per test module that asks, stopped after it."""
+    full_zoo = _write_full_zoo(tmp_path_factory.mktemp("full_zoo"), zoo)
+    server = LiveServer(create_app(full_zoo.settings(variants=list(ALL_VARIANTS), grpc_port=free_port()))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def start_server() -> Iterator[Callable[[FastAPI], LiveServer]]:
+    """Start a live server for an app of the test's own; stopped after the test."""
+    servers: list[LiveServer] = []
+
+    def start(app: FastAPI) -> LiveServer:
+        servers.append(LiveServer(app).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def unused_port() -> Callable[[], int]:
+    return free_port
 
 
 @pytest.fixture()
@@ -226,15 +297,17 @@ def broken_server(zoo: Zoo) -> Iterator[LiveServer]:
 
 
 def read_metric(base_url: str, name: str, **labels: str) -> float:
-    """Value of one sample of ``/metrics`` (0.0 when absent)."""
+    """Sum of the ``/metrics`` samples of ``name`` with ``labels`` (0.0 when none), as PromQL's
+    ``sum(name{labels})``: labels left out (e.g. ``protocol``) are summed over."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{base_url}/metrics", timeout=30).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 @pytest.fixture(scope="session")
@@ -282,6 +355,27 @@ def hold_model(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Call
     yield hold
     for gate in gates:
         gate.release()
+
+
+class AccessLines(logging.Handler):
+    """Collects the access log's JSON lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture()
+def access_log() -> Iterator[list[dict]]:
+    """The access-log lines written during the test (of every server in this process)."""
+    handler = AccessLines()
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> None:

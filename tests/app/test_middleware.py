@@ -2,31 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
-
-import pytest
-
-from app.middleware import ACCESS_LOGGER
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-
-
-@pytest.fixture()
-def access_log():
-    handler = Lines()
-    logger = logging.getLogger(ACCESS_LOGGER)
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
-
 
 def test_every_response_carries_a_request_id_that_the_log_line_carries(client, access_log, eventually, jpeg):
     responses = [

@@ -37,7 +37,8 @@ def test_serve_loads_the_requested_variant_and_answers(zoo, jpeg, tmp_path):
         process = subprocess.Popen(
             [*ATTNZOO, "serve", "--port", str(port), "--variants", "attn0010", "--device", "cpu",
              "--metafile", str(zoo.metafile), "--weights-dir", str(zoo.weights_dir), "--log-level", "warning"],
-            env={**clean_env(), "ATTNZOO_MAX_BATCH": "2"}, stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
+            env={**clean_env(), "ATTNZOO_MAX_BATCH": "2", "ATTNZOO_GRPC_PORT": str(free_port())},
+            stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"

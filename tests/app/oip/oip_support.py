@@ -1,0 +1,55 @@
+"""Helpers of the Open Inference Protocol tests: Triton's own clients and their inputs.
+
+tritonclient.grpc registers Triton's ``inference.*`` messages in protobuf's default pool; the
+service's generated code keeps a pool of its own (scripts/generate-grpc), so both live in the
+test process beside the in-process server.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+CLIENT_TIMEOUT_S = 300.0  # CPU forwards on a loaded machine
+OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+
+
+def http_client(base_url: str) -> httpclient.InferenceServerClient:
+    """tritonclient.http for a server at ``http://host:port``."""
+    return httpclient.InferenceServerClient(
+        base_url.removeprefix("http://"), connection_timeout=CLIENT_TIMEOUT_S, network_timeout=CLIENT_TIMEOUT_S
+    )
+
+
+def image_input(client_module, images: list[bytes], *, binary: bool = True):
+    """The IMAGE input (BYTES, shape [B]) of encoded ``images`` for tritonclient.http or .grpc."""
+    tensor = client_module.InferInput("IMAGE", [len(images)], "BYTES")
+    array = np.array(images, dtype=np.object_)
+    if client_module is httpclient:
+        tensor.set_data_from_numpy(array, binary_data=binary)
+    else:
+        tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def detections_of(result, row: int = 0) -> dict[str, np.ndarray]:
+    """Image ``row``'s detections in an infer result: boxes (N, 4), scores (N,), classes (N,)."""
+    count = int(result.as_numpy("num_detections")[row])
+    return {
+        "boxes": result.as_numpy("detection_boxes")[row, :count],
+        "scores": result.as_numpy("detection_scores")[row, :count],
+        "classes": result.as_numpy("detection_classes")[row, :count],
+    }
+
+
+def detect_arrays(detections: list[dict]) -> dict[str, np.ndarray]:
+    """/detect's detections as the same arrays (float32: the model's own precision)."""
+    return {
+        "boxes": np.array([d["bbox"] for d in detections], dtype=np.float32).reshape(-1, 4),
+        "scores": np.array([d["score"] for d in detections], dtype=np.float32),
+        "classes": np.array([d["label"] for d in detections], dtype=np.int32),
+    }
+
+
+__all__ = ["CLIENT_TIMEOUT_S", "OUTPUTS", "detect_arrays", "detections_of", "grpcclient", "http_client", "httpclient", "image_input"]
