@@ -95,7 +95,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ServerReady(self, request: pb.ServerReadyRequest, context, record: RequestRecord) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=not self.pool.readiness())
+        return pb.ServerReadyResponse(ready=self.pool.is_ready(strict=self.settings.strict_readiness))
 
     @_rpc
     async def ModelReady(self, request: pb.ModelReadyRequest, context, record: RequestRecord) -> pb.ModelReadyResponse:

@@ -90,13 +90,12 @@ async def live() -> Any:
 @router.get(
     "/health/ready",
     response_model=ReadyResponse,
-    summary="Readiness: every requested variant is loaded",
+    summary="Readiness: every requested variant is loaded (ATTNZOO_STRICT_READINESS=false: at least one)",
     responses=error_responses(ServerNotReadyError, body=V2ErrorResponse),
 )
-async def ready(pool: PoolDep) -> Any:
-    reasons = pool.readiness()
-    if reasons:
-        raise ServerNotReadyError(reasons)
+async def ready(pool: PoolDep, settings: SettingsDep) -> Any:
+    if not pool.is_ready(strict=settings.strict_readiness):  # as /readyz (ATTNZOO_STRICT_READINESS)
+        raise ServerNotReadyError(pool.readiness())
     return {"ready": True}
 
 

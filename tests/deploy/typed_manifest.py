@@ -8,15 +8,19 @@ every OpenAPI-generated client, silently drops keys it does not know, so a missp
 field would load without a word. This walks the same ``openapi_types``/``attribute_map`` tables
 the generated deserialiser walks, with both model packages, and raises on unknown keys; the
 models' constructors then apply their own client-side validation (required fields, enums).
+
+KServe's SDK registers the Open Inference Protocol's protobuf messages in the process-wide pool,
+as tritonclient.grpc does, and the second registration fails the import: so the tests run this
+module as a script in a process of its own (:func:`check_in_subprocess`).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from typing import Any
-
-import kserve.models
-import kubernetes.client.models
 
 _PRIMITIVES: dict[str, type | tuple[type, ...]] = {
     "str": str,
@@ -49,6 +53,9 @@ def load_typed(data: Any, type_name: str, path: str = "") -> Any:
         if type_name in ("int", "float") and isinstance(data, bool):
             raise ManifestFieldError(f"{path or '.'}: expected {type_name}, got a boolean")
         return data
+    import kserve.models  # here, not at import: this module also runs in processes that must not import kserve
+    import kubernetes.client.models
+
     model = getattr(kserve.models, type_name, None) or getattr(kubernetes.client.models, type_name, None)
     if model is None:
         raise LookupError(f"no SDK model named {type_name}")
@@ -73,3 +80,37 @@ def load_typed(data: Any, type_name: str, path: str = "") -> Any:
 def _expect(data: Any, kind: type | tuple[type, ...], type_name: str, path: str) -> None:
     if not isinstance(data, kind):
         raise ManifestFieldError(f"{path or '.'}: expected {type_name}, got {type(data).__name__} {data!r:.60}")
+
+
+def check_in_subprocess(documents: dict[str, Any], type_name: str) -> dict[str, dict[str, Any]]:
+    """Load each of ``documents`` (name → parsed YAML) as ``type_name`` in a fresh process.
+
+    Returns name → ``{"error": <ManifestFieldError text or None>, "round_trip": <the typed model
+    serialised back by the SDK, or None>}``.
+    """
+    request = json.dumps({"type": type_name, "documents": documents})
+    completed = subprocess.run(
+        [sys.executable, __file__], input=request, capture_output=True, text=True, timeout=300, check=False
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"typed_manifest.py failed:\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout)
+
+
+def _main() -> None:
+    from kserve import ApiClient
+
+    request = json.loads(sys.stdin.read())
+    results: dict[str, dict[str, Any]] = {}
+    for name, document in request["documents"].items():
+        try:
+            typed = load_typed(document, request["type"])
+        except ManifestFieldError as exc:
+            results[name] = {"error": str(exc), "round_trip": None}
+        else:
+            results[name] = {"error": None, "round_trip": ApiClient().sanitize_for_serialization(typed), "type": type(typed).__name__}
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    _main()
