@@ -3,7 +3,8 @@
 Every error response has the body ``{"error": <code>, "detail": <what was wrong>, "request_id": ...}``
 (plus ``valid`` for an unknown variant, ``errors`` for invalid parameters) and the
 ``X-Request-ID`` header. Unexpected exceptions are 500s whose body carries the request id that
-the log line (with the traceback) carries too.
+the log line (with the traceback) carries too. Expected conditions of a running service
+(overloaded, deadline passed, variant not loaded, shutting down) log one line, without a traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
-from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
+from .batching import BatcherClosedError, DeadlineExceededError, OverloadedError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
 from .deps import ServiceNotStartedError
 from .model_pool import NoVariantLoadedError, VariantNotReadyError
@@ -41,32 +42,42 @@ class BodyTooLargeError(Exception):
         super().__init__(f"the request body {size}; the limit is {max_bytes} bytes (ATTNZOO_MAX_BODY_BYTES)")
 
 
+class RequestBodyTimeoutError(Exception):
+    """The request body did not arrive within the request deadline."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout_s:g} s (ATTNZOO_REQUEST_TIMEOUT_S)")
+
+
 @dataclass(frozen=True)
 class ErrorSpec:
     status: int
     code: str
+    log: Literal["none", "line", "traceback"] = "none"  # besides the access log line
+    close_connection: bool = False  # answer with Connection: close
 
 
 # Most specific first: the first entry the exception is an instance of wins.
 ERROR_TABLE: tuple[tuple[type[Exception], ErrorSpec], ...] = (
     (UnknownVariantError, ErrorSpec(404, "unknown_variant")),
-    (VariantNotReadyError, ErrorSpec(503, "variant_unavailable")),
-    (NoVariantLoadedError, ErrorSpec(503, "no_variant_loaded")),
+    (VariantNotReadyError, ErrorSpec(503, "variant_unavailable", log="line")),
+    (NoVariantLoadedError, ErrorSpec(503, "no_variant_loaded", log="line")),
     (AttentionQueryError, ErrorSpec(422, "invalid_attention_query")),
     (EmptyUploadError, ErrorSpec(400, "empty_body")),
     (UnsupportedMediaTypeError, ErrorSpec(415, "unsupported_media_type")),
     (UnsupportedFormatError, ErrorSpec(415, "unsupported_image_format")),
     (BodyTooLargeError, ErrorSpec(413, "body_too_large")),
+    (RequestBodyTimeoutError, ErrorSpec(408, "request_timeout", log="line", close_connection=True)),
     (TooManyPixelsError, ErrorSpec(413, "too_many_pixels")),
     (NotAnImageError, ErrorSpec(422, "invalid_image")),
     (ImageDecodeError, ErrorSpec(422, "invalid_image")),
     (ImageUnprocessableError, ErrorSpec(422, "unprocessable_image")),
     (InvalidParameterError, ErrorSpec(422, "invalid_parameter")),
-    (QueueFullError, ErrorSpec(429, "overloaded")),
-    (DeadlineExceededError, ErrorSpec(504, "deadline_exceeded")),
-    (BatcherClosedError, ErrorSpec(503, "shutting_down")),
-    (ServiceNotStartedError, ErrorSpec(503, "not_started")),
-    (ModelExecutionError, ErrorSpec(500, "model_error")),
+    (OverloadedError, ErrorSpec(429, "overloaded", log="line")),  # queue full, or its deadline unreachable
+    (DeadlineExceededError, ErrorSpec(504, "deadline_exceeded", log="line")),
+    (BatcherClosedError, ErrorSpec(503, "shutting_down", log="line")),
+    (ServiceNotStartedError, ErrorSpec(503, "not_started", log="line")),
+    (ModelExecutionError, ErrorSpec(500, "model_error", log="traceback")),
     (ClientDisconnect, ErrorSpec(499, "client_disconnected")),  # nobody reads it; for log and metrics
 )
 
@@ -75,12 +86,17 @@ def request_id_of(request: Request) -> str | None:
     return request.scope.get("state", {}).get("request_id")
 
 
+def error_body(code: str, detail: Any, request_id: str | None, **extra: Any) -> dict[str, Any]:
+    """The JSON body of every error answer (``schemas.ErrorResponse``)."""
+    return {"error": code, "detail": detail, "request_id": request_id, **extra}
+
+
 def error_response(
     request: Request, status: int, code: str, detail: Any, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     request_id = request_id_of(request)
     request.scope.setdefault("state", {})["error"] = code  # for the access log line
-    body = {"error": code, "detail": detail, "request_id": request_id, **extra}
+    body = error_body(code, detail, request_id, **extra)
     all_headers = dict(headers or {})
     if request_id:
         all_headers[REQUEST_ID_HEADER] = request_id
@@ -102,11 +118,15 @@ async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers["Retry-After"] = str(int(retry_after))
+    if spec.close_connection:
+        headers["Connection"] = "close"
     extra: dict[str, Any] = {}
     if isinstance(exc, UnknownVariantError):
         extra["valid"] = exc.valid
-    if spec.status >= 500:
+    if spec.log == "traceback":
         logger.error("request %s: %s", request_id_of(request), exc, exc_info=exc.__cause__ or exc)
+    elif spec.log == "line":
+        logger.warning("request %s: %d %s: %s", request_id_of(request), spec.status, spec.code, exc)
     return error_response(request, spec.status, spec.code, str(exc), headers=headers, **extra)
 
 

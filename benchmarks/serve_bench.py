@@ -33,7 +33,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -150,24 +150,35 @@ def free_port() -> int:
 
 @contextmanager
 def served(args: argparse.Namespace, zoo: Zoo, log_path: Path) -> Iterator[str]:
-    """``attnzoo serve`` in a subprocess, ready; yields its base URL. SIGINT at the end."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
-    env.update(
+    """``attnzoo serve`` in a subprocess with this benchmark's settings, ready; yields its base URL."""
+    settings = dict(
         ATTNZOO_MAX_BATCH=str(args.max_batch),
         ATTNZOO_MAX_WAIT_MS=str(args.max_wait_ms),
         ATTNZOO_QUEUE_SIZE=str(max(64, 2 * max(args.concurrency))),
         ATTNZOO_REQUEST_TIMEOUT_S="600",
     )
-    command = [sys.executable, "-m", "model_zoo", "serve", "--port", str(port), "--variants", args.variant,
-               "--device", args.device, "--metafile", str(zoo.metafile), "--weights-dir", str(zoo.weights_dir),
+    with serve_process(zoo, args.variant, args.device, settings, log_path, args.start_timeout) as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def serve_process(
+    zoo: Zoo, variant: str, device: str, settings: Mapping[str, str], log_path: Path, start_timeout: float
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``attnzoo serve`` of ``variant`` in a subprocess whose ``ATTNZOO_*`` environment is exactly
+    ``settings`` (the rest: defaults), ready; yields (base URL, process). SIGINT at the end."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
+    env.update(settings)
+    command = [sys.executable, "-m", "model_zoo", "serve", "--port", str(port), "--variants", variant,
+               "--device", device, "--metafile", str(zoo.metafile), "--weights-dir", str(zoo.weights_dir),
                "--log-level", "warning"]  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         base_url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(base_url, process, log_path, timeout=args.start_timeout)
-            yield base_url
+            wait_ready(base_url, process, log_path, timeout=start_timeout)
+            yield base_url, process
         finally:
             process.send_signal(signal.SIGINT)
             try:
