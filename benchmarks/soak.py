@@ -13,9 +13,10 @@ unless ``--scale``), sends ``--warmup`` then ``--requests`` POST /detect of one 
 the server's RSS (``VmRSS``), where its malloc memory lives (``model_zoo.runtime.malloc_heaps``:
 the main heap and the heaps of other arenas), its minor page faults and its CPU seconds.
 
-Reported per configuration: RSS after the warm-up and at the end; growth per 100 requests (the
-least-squares slope of the samples after the warm-up) and the largest rise over the warm-up
-level; main heap and arena heaps at the end; minor page faults and server CPU seconds per
+Reported per configuration: anonymous RSS (``RssAnon``: malloc's memory, without the libraries'
+file pages that the kernel drops and reloads under memory pressure) after the warm-up and at the
+end; its growth per 100 requests (the least-squares slope of the samples after the warm-up) and
+its largest rise over the warm-up level; the same slope of ``VmRSS``; main heap and arena heaps at the end; minor page faults and server CPU seconds per
 request (what keep-freed memory saves: a forward that re-faults its working set); throughput.
 Issue 12's target: growth < 5 MiB per 100 requests after the warm-up, at the speed of
 keep-freed memory.
@@ -63,7 +64,8 @@ class Sample:
 
     requests: int
     seconds: float  # since the first timed request
-    rss_mib: float
+    rss_mib: float  # VmRSS: anonymous + file-backed pages (the libraries' pages come and go under memory pressure)
+    anon_mib: float  # RssAnon: what malloc holds (and Python's own arenas, thread stacks)
     main_heap_mib: float
     arena_heaps_mib: float
     arena_heaps: int
@@ -82,12 +84,12 @@ class SoakResult:
     def after_warmup(self) -> list[Sample]:
         return self.samples[1:] if len(self.samples) > 1 else self.samples
 
-    def growth_per_100(self) -> float | None:
-        """MiB per 100 requests: least-squares slope of RSS over requests after the warm-up."""
+    def growth_per_100(self, attribute: str = "anon_mib") -> float | None:
+        """MiB per 100 requests: least-squares slope of ``attribute`` over requests after the warm-up."""
         points = self.after_warmup()
         if len(points) < 3:
             return None
-        slope = np.polyfit([p.requests for p in points], [p.rss_mib for p in points], 1)[0]
+        slope = np.polyfit([p.requests for p in points], [getattr(p, attribute) for p in points], 1)[0]
         return float(slope * 100)
 
     def per_request(self, attribute: str) -> float | None:
@@ -100,7 +102,7 @@ class SoakResult:
 
 
 def read_sample(pid: int, requests: int, seconds: float) -> Sample:
-    rss_kib = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    status = {line.split(":")[0]: line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.endswith(" kB")}
     heaps = malloc_heaps(pid)
     # /proc/PID/stat: fields after the ")" that ends the command name; minflt is the 10th field, utime/stime the 14th/15th
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -108,7 +110,8 @@ def read_sample(pid: int, requests: int, seconds: float) -> Sample:
     return Sample(
         requests=requests,
         seconds=seconds,
-        rss_mib=rss_kib / 1024,
+        rss_mib=int(status["VmRSS"]) / 1024,
+        anon_mib=int(status["RssAnon"]) / 1024,
         main_heap_mib=heaps.main_kib / 1024,
         arena_heaps_mib=heaps.arena_kib / 1024,
         arena_heaps=heaps.arena_heaps,
@@ -150,7 +153,8 @@ def soak(args: argparse.Namespace, zoo: serve_bench.Zoo, config: str, image: byt
                             started[0] = time.perf_counter()
                         if done >= args.warmup and (done - args.warmup) % args.sample_every == 0:
                             result.samples.append(read_sample(process.pid, done - args.warmup, time.perf_counter() - started[0]))
-                            print(f"{config}: {done - args.warmup} requests, RSS {result.samples[-1].rss_mib:.1f} MiB", file=sys.stderr)
+                            sample = result.samples[-1]
+                            print(f"{config}: {sample.requests} requests, RSS {sample.rss_mib:.1f} MiB (anonymous {sample.anon_mib:.1f})", file=sys.stderr)
 
         clients = [threading.Thread(target=client) for _ in range(args.concurrency)]
         for thread in clients:
@@ -184,24 +188,27 @@ def entry_text(args, argv, zoo, scale, results: Sequence[SoakResult], machine) -
     for r in results:
         growth = r.growth_per_100()
         first, last = r.samples[0], r.samples[-1]
-        rise = max(s.rss_mib for s in r.samples) - first.rss_mib
+        rise = max(s.anon_mib for s in r.samples) - first.anon_mib
         errors = {code: n for code, n in r.statuses.items() if code != 200}
         rows.append([
             r.config, r.statuses.get(200, 0), ", ".join(f"{c}×{n}" for c, n in sorted(errors.items())) or "0",
-            common.fmt(first.rss_mib, 1), common.fmt(last.rss_mib, 1), common.fmt(growth, 2), common.fmt(rise, 1),
+            common.fmt(first.anon_mib, 1), common.fmt(last.anon_mib, 1), common.fmt(growth, 2), common.fmt(rise, 1),
             "yes" if growth is not None and growth < TARGET_MIB_PER_100 else "no",
+            common.fmt(r.growth_per_100("rss_mib"), 2), common.fmt(last.rss_mib, 1),
             common.fmt(last.main_heap_mib, 1), f"{last.arena_heaps_mib:.1f} ({last.arena_heaps})",
             common.fmt(r.per_request("minor_faults"), 0), common.fmt(r.per_request("cpu_s"), 2),
             common.fmt((last.requests - first.requests) / r.wall_s if r.wall_s else None, 3),
         ])  # fmt: skip
     table = common.markdown_table(
-        ["config", "answers", "errors", "RSS after warm-up MiB", "RSS at end MiB", "growth MiB/100 req",
-         "max rise MiB", f"< {TARGET_MIB_PER_100:g} MiB/100", "main heap MiB", "other arenas' heaps MiB (count)",
-         "minor faults/req", "server CPU s/req", "throughput img/s"],
+        ["config", "answers", "errors", "anon RSS after warm-up MiB", "anon RSS at end MiB", "growth MiB/100 req",
+         "max rise MiB", f"< {TARGET_MIB_PER_100:g} MiB/100", "VmRSS growth MiB/100 req", "VmRSS at end MiB",
+         "main heap MiB", "other arenas' heaps MiB (count)", "minor faults/req", "server CPU s/req", "throughput img/s"],
         rows,
     )  # fmt: skip
-    series = "\nRSS series (MiB, after N requests past the warm-up):\n\n" + "".join(
-        f"- {r.config}: " + ", ".join(f"{s.requests}: {s.rss_mib:.1f}" for s in r.samples) + "\n" for r in results
+    series = (
+        "\nAnonymous RSS (RssAnon: malloc's memory; VmRSS also counts the libraries' file pages, which the kernel "
+        "drops and reloads under memory pressure) in MiB, after N requests past the warm-up:\n\n"
+        + "".join(f"- {r.config}: " + ", ".join(f"{s.requests}: {s.anon_mib:.1f}" for s in r.samples) + "\n" for r in results)
     )
     return header + setting + table + series
 
