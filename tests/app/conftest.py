@@ -211,6 +211,25 @@ def broken_server(zoo: Zoo) -> Iterator[LiveServer]:
     server.stop()
 
 
+def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP response: (status, headers lower-cased, body); the body by Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed before a response: {data[:200]!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in header_lines)}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed in the middle of the body")
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
 def read_metric(base_url: str, name: str, **labels: str) -> float:
     """Value of one sample of ``/metrics`` (0.0 when absent)."""
     from prometheus_client.parser import text_string_to_metric_families

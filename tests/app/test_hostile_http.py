@@ -20,7 +20,7 @@ import pytest
 from app.http_protocol import BODY_GRACE_S
 from app.main import create_app
 
-from tests.app.conftest import LiveServer, read_metric
+from tests.app.conftest import LiveServer, read_http_response, read_metric
 
 VARIANT = "attn0010"
 DEADLINE_S = 3.0
@@ -40,25 +40,6 @@ def strict_server(zoo) -> Iterator[LiveServer]:
 
 def connect(server: LiveServer) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=30)
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP response: (status, headers lower-cased, body); the body by Content-Length."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"connection closed before a response: {data[:200]!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in header_lines)}
-    while len(body) < int(headers.get("content-length", 0)):
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("connection closed in the middle of the body")
-        body += chunk
-    return int(status_line.split()[1]), headers, body
 
 
 def assert_json_error(status: int, headers: dict[str, str], body: bytes, expected_status: int, code: str) -> dict:
@@ -97,7 +78,7 @@ def assert_still_serving(server: LiveServer) -> None:
 def test_a_head_over_the_limit_is_a_431_and_the_connection_closes(strict_server, head):
     with connect(strict_server) as sock:
         sock.sendall(head.encode())
-        error = assert_json_error(*read_response(sock), 431, "request_header_fields_too_large")
+        error = assert_json_error(*read_http_response(sock), 431, "request_header_fields_too_large")
         assert "65536 bytes" in error["detail"]
         assert_closed(sock)
     assert_still_serving(strict_server)
@@ -109,7 +90,7 @@ def test_a_64_mib_header_is_refused_as_it_arrives_not_buffered(strict_server):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: " + chunk)
         # the head is far from complete: only a server counting it as it arrives can answer now
         # (one that buffers it would wait for the rest, or answer 408 at the deadline)
-        assert_json_error(*read_response(sock), 431, "request_header_fields_too_large")
+        assert_json_error(*read_http_response(sock), 431, "request_header_fields_too_large")
         try:
             for _ in range(63):  # the rest of the 64 MiB: read and dropped, then the connection closes
                 sock.sendall(chunk)
@@ -122,7 +103,7 @@ def test_a_head_that_stalls_is_a_408_at_the_deadline(strict_server):
     with connect(strict_server) as sock:
         started = time.monotonic()
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: te")
-        assert_json_error(*read_response(sock), 408, "request_timeout")
+        assert_json_error(*read_http_response(sock), 408, "request_timeout")
         assert time.monotonic() - started >= DEADLINE_S
         assert_closed(sock)
     assert_still_serving(strict_server)
@@ -138,7 +119,7 @@ def test_a_body_that_stalls_is_a_408_and_no_longer_in_flight(strict_server):
         sock.sendall(f"{DETECT}Content-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n".encode() + b"\xff" * 10)
         time.sleep(DEADLINE_S / 2)
         assert read_metric(base_url, "attnzoo_inflight_requests", variant=VARIANT) == 1
-        assert_json_error(*read_response(sock), 408, "request_timeout")
+        assert_json_error(*read_http_response(sock), 408, "request_timeout")
         assert time.monotonic() - started >= DEADLINE_S
         assert_closed(sock)
     assert read_metric(base_url, "attnzoo_inflight_requests", variant=VARIANT) == 0
@@ -150,7 +131,7 @@ def test_a_body_the_app_does_not_read_is_closed_after_the_deadline(strict_server
     with connect(strict_server) as sock:
         started = time.monotonic()
         sock.sendall(b"POST /detect?variant=bogus HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n" + b"\xff" * 10)
-        assert_json_error(*read_response(sock), 404, "unknown_variant")
+        assert_json_error(*read_http_response(sock), 404, "unknown_variant")
         sock.settimeout(0.5)
         while True:
             assert time.monotonic() - started < 60, "the connection was never closed"
@@ -174,7 +155,7 @@ def test_a_chunked_body_over_the_limit_is_a_413(strict_server):
                 sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pytest.fail("the server closed the connection instead of answering 413")
-        error = assert_json_error(*read_response(sock), 413, "body_too_large")
+        error = assert_json_error(*read_http_response(sock), 413, "body_too_large")
     assert str(MAX_BODY) in error["detail"]
     assert_still_serving(strict_server)
 
@@ -211,7 +192,7 @@ def test_pathological_content_types_are_answered_with_a_json_error(strict_server
     with connect(strict_server) as sock:
         body = b"not an image at all"
         sock.sendall(f"{DETECT}Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode("latin-1") + body)
-        answer_status, headers, answer = read_response(sock)
+        answer_status, headers, answer = read_http_response(sock)
     assert answer_status == status, answer[:300]
     assert json.loads(answer)["detail"]
     assert_still_serving(strict_server)
@@ -239,7 +220,7 @@ def test_pathological_content_types_are_answered_with_a_json_error(strict_server
 def test_malformed_framing_is_a_json_400_and_the_connection_closes(strict_server, request_bytes):
     with connect(strict_server) as sock:
         sock.sendall(request_bytes)
-        error = assert_json_error(*read_response(sock), 400, "bad_request")
+        error = assert_json_error(*read_http_response(sock), 400, "bad_request")
         assert error["detail"].startswith("malformed HTTP request")
         assert_closed(sock)
     assert_still_serving(strict_server)
@@ -249,5 +230,5 @@ def test_a_client_still_sending_after_a_refusal_can_read_it(strict_server):
     # the server drops what follows a refused head for LINGER_S, then closes
     with connect(strict_server) as sock:
         sock.sendall(b"GARBAGE\r\n\r\n" + b"x" * 2_000_000)
-        assert_json_error(*read_response(sock), 400, "bad_request")
+        assert_json_error(*read_http_response(sock), 400, "bad_request")
         assert_closed(sock)  # within the socket's 30 s timeout: LINGER_S is far less
