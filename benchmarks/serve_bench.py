@@ -161,16 +161,28 @@ def served(args: argparse.Namespace, zoo: Zoo, log_path: Path) -> Iterator[str]:
         yield base_url
 
 
+ATTNZOO = (sys.executable, "-m", "model_zoo")
+
+
 @contextmanager
 def serve_process(
-    zoo: Zoo, variant: str, device: str, settings: Mapping[str, str], log_path: Path, start_timeout: float
+    zoo: Zoo,
+    variant: str,
+    device: str,
+    settings: Mapping[str, str],
+    log_path: Path,
+    start_timeout: float,
+    attnzoo: Sequence[str] = ATTNZOO,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """``attnzoo serve`` of ``variant`` in a subprocess whose ``ATTNZOO_*`` environment is exactly
-    ``settings`` (the rest: defaults), ready; yields (base URL, process). SIGINT at the end."""
+    ``settings`` (the rest: defaults), ready; yields (base URL, process). SIGINT at the end.
+
+    ``attnzoo``: the command that takes ``serve`` and its options (another entry point to compare).
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
     env.update(settings)
-    command = [sys.executable, "-m", "model_zoo", "serve", "--port", str(port), "--variants", variant,
+    command = [*attnzoo, "serve", "--port", str(port), "--variants", variant,
                "--device", device, "--metafile", str(zoo.metafile), "--weights-dir", str(zoo.weights_dir),
                "--log-level", "warning"]  # fmt: skip
     with open(log_path, "wb") as log:
