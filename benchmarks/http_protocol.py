@@ -25,7 +25,6 @@ Usage: python benchmarks/http_protocol.py [--protocols attnzoo,httptools,h11] [-
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import tempfile
@@ -187,23 +186,14 @@ def entry_text(args, argv, zoo, scale, results: Sequence[ProtocolResult], machin
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), help=f"comma-separated, of: {', '.join(PROTOCOLS)}")
-    parser.add_argument("--variant", default="attn0010")
-    parser.add_argument("--scale", type=common.parse_scale, default=None, help="test-time LONG,SHORT (default: the variant's)")
+    serve_bench.add_service_arguments(parser)
     parser.add_argument("--requests", type=int, default=32, help="timed POST /detect per protocol")
     parser.add_argument("--light-requests", type=int, default=2000, help="timed GET /healthz per protocol")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--floods", type=int, default=4)
     parser.add_argument("--flood-mib", type=int, default=256)
     parser.add_argument("--max-batch", type=int, default=4)
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--image", type=Path, default=None, help="image file (default: a synthetic 640×427 scene)")
-    parser.add_argument("--metafile", default=None)
-    parser.add_argument("--weights-dir", default=None)
-    parser.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
-    parser.add_argument("--start-timeout", type=float, default=600.0)
-    parser.add_argument("--no-append", action="store_true", help="print the entry only")
-    parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
-    parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE)
+    common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not args.protocols or set(args.protocols) - set(PROTOCOLS):
@@ -225,12 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale = load_registry(zoo.metafile).resolve(args.variant).arch.preprocess.scale
         results = [measure(args, zoo, protocol, image, Path(tmp)) for protocol in args.protocols]
     text = entry_text(args, argv, zoo, scale, results, machine)
-    print("\n" + text)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "results": [asdict(r) for r in results]}, indent=1))
-    if not args.no_append:
-        common.append_entry(text, args.benchmarks_file)
-        print(f"appended to {args.benchmarks_file}", file=sys.stderr)
+    common.publish(text, args, {"machine": machine, "results": [asdict(r) for r in results]})
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -147,19 +146,10 @@ def entry_text(args, argv, zoo, scale, settings: Settings, calibration, answers,
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="attn0010")
-    parser.add_argument("--scale", type=common.parse_scale, default=None, help="test-time LONG,SHORT (default: the variant's)")
+    serve_bench.add_service_arguments(parser)
     parser.add_argument("--burst", type=int, default=None, help="requests at once (default: 10 × the default queue size)")
     parser.add_argument("--calibrate", type=int, default=3, help="lone requests before the burst")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--image", type=Path, default=None, help="image file (default: a synthetic 640×427 scene)")
-    parser.add_argument("--metafile", default=None)
-    parser.add_argument("--weights-dir", default=None)
-    parser.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
-    parser.add_argument("--start-timeout", type=float, default=600.0)
-    parser.add_argument("--no-append", action="store_true", help="print the entry only")
-    parser.add_argument("--json", type=Path, default=None, help="also write every answer here")
-    parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE)
+    common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.calibrate < 1 or (args.burst is not None and args.burst < 1):
         parser.error("--calibrate and --burst must be at least 1")
@@ -183,13 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             after = lone(base_url, args.variant, image, client_timeout)
             print(f"burst: {summary(answers, defaults.request_timeout_s)['counts']}; after: {after.status} in {after.seconds:.2f} s", file=sys.stderr)
     text = entry_text(args, argv, zoo, scale, defaults, calibration, answers, wall_s, after, machine)
-    print("\n" + text)
-    if args.json:
-        payload = {"machine": machine, "calibration": [asdict(a) for a in calibration], "burst": [asdict(a) for a in answers], "after": asdict(after)}
-        args.json.write_text(json.dumps(payload, indent=1))
-    if not args.no_append:
-        common.append_entry(text, args.benchmarks_file)
-        print(f"appended to {args.benchmarks_file}", file=sys.stderr)
+    payload = {"machine": machine, "calibration": [asdict(a) for a in calibration], "burst": [asdict(a) for a in answers], "after": asdict(after)}
+    common.publish(text, args, payload)
     return 0
 
 

@@ -21,7 +21,6 @@ Usage: python benchmarks/serve_bench.py [--variant attn0010] [--scale 1333,800] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -307,27 +306,30 @@ def entry_text(args, argv, zoo, local, levels: Sequence[LevelResult], machine, s
     return "".join(lines)
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every benchmark that starts ``attnzoo serve`` on a zoo of its own."""
     parser.add_argument("--variant", default="attn0010")
     parser.add_argument("--scale", type=common.parse_scale, default=None, help="test-time LONG,SHORT (default: the variant's)")
-    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client concurrencies")
-    parser.add_argument("--requests", type=int, default=32, help="timed requests per concurrency level")
-    parser.add_argument("--repeats", type=int, default=5, help="in-process timing repeats")
-    parser.add_argument("--max-batch", type=int, default=4)
-    parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--image", type=Path, default=None, help="image file (default: a synthetic 640×427 scene)")
     parser.add_argument("--metafile", default=None)
     parser.add_argument("--weights-dir", default=None)
     parser.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
+    parser.add_argument("--start-timeout", type=float, default=600.0)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_service_arguments(parser)
+    parser.add_argument("--max-batch", type=int, default=4)
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client concurrencies")
+    parser.add_argument("--requests", type=int, default=32, help="timed requests per concurrency level")
+    parser.add_argument("--repeats", type=int, default=5, help="in-process timing repeats")
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument(
         "--url", default=None, help="measure a service already running there (in-process timing only with --metafile and --weights-dir)"
     )
-    parser.add_argument("--start-timeout", type=float, default=600.0)
-    parser.add_argument("--no-append", action="store_true", help="print the entry only")
-    parser.add_argument("--json", type=Path, default=None, help="also write the raw latencies here")
-    parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE)
+    common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not args.concurrency or min(args.concurrency) < 1 or args.requests < 1:
@@ -369,13 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"concurrency {concurrency}: {levels[-1].ok} answers in {levels[-1].wall_s:.1f} s", file=sys.stderr)
     machine_after = common.machine_info()
     text = entry_text(args, argv, zoo, local, levels, machine, scale, machine_after["loadavg"])
-    print("\n" + text)
-    if args.json:
-        payload = {"machine": machine, "in_process": local, "levels": [asdict(level) for level in levels]}
-        args.json.write_text(json.dumps(payload, indent=1))
-    if not args.no_append:
-        common.append_entry(text, args.benchmarks_file)
-        print(f"appended to {args.benchmarks_file}", file=sys.stderr)
+    payload = {"machine": machine, "in_process": local, "levels": [asdict(level) for level in levels]}
+    common.publish(text, args, payload)
     return 0
 
 

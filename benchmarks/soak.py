@@ -28,7 +28,6 @@ Usage: python benchmarks/soak.py [--requests 1000] [--warmup 50] [--concurrency 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -215,23 +214,14 @@ def entry_text(args, argv, zoo, scale, results: Sequence[SoakResult], machine) -
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="attn0010")
-    parser.add_argument("--scale", type=common.parse_scale, default=None, help="test-time LONG,SHORT (default: the variant's)")
+    serve_bench.add_service_arguments(parser)
     parser.add_argument("--requests", type=int, default=1000, help="timed requests per configuration, after the warm-up")
     parser.add_argument("--warmup", type=int, default=50, help="requests before the first sample")
     parser.add_argument("--sample-every", type=int, default=25)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of: {', '.join(CONFIGS)}")
     parser.add_argument("--max-batch", type=int, default=4)
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--image", type=Path, default=None, help="image file (default: a synthetic 640×427 scene)")
-    parser.add_argument("--metafile", default=None)
-    parser.add_argument("--weights-dir", default=None)
-    parser.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
-    parser.add_argument("--start-timeout", type=float, default=600.0)
-    parser.add_argument("--no-append", action="store_true", help="print the entry only")
-    parser.add_argument("--json", type=Path, default=None, help="also write every sample here")
-    parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE)
+    common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in args.configs if c not in CONFIGS]
@@ -254,12 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for config in args.configs:
             results.append(soak(args, zoo, config, image, Path(tmp)))
     text = entry_text(args, argv, zoo, scale, results, machine)
-    print("\n" + text)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "results": [asdict(r) for r in results]}, indent=1))
-    if not args.no_append:
-        common.append_entry(text, args.benchmarks_file)
-        print(f"appended to {args.benchmarks_file}", file=sys.stderr)
+    common.publish(text, args, {"machine": machine, "results": [asdict(r) for r in results]})
     return 0
 
 
