@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
 import time
@@ -360,7 +361,7 @@ def request_timeout(app, zoo, seconds: float):
         app.dependency_overrides[get_settings] = original
 
 
-def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_runs(live_server, hold_model, metric, jpeg, zoo):
+def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_runs(live_server, hold_model, metric, jpeg, zoo, caplog):
     # issue 12: refused at admission, with a Retry-After from the measured batches, not a 504 later
     base_url = live_server.base_url
     batcher = live_server.app.state.pool.loaded(VARIANT).batcher
@@ -371,9 +372,11 @@ def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_ru
     blocker = executor.submit(post_image, base_url, jpeg)
     assert gate.entered.wait(30)
     own_batch_s = batcher.predicted_batch_s(1)
-    with request_timeout(live_server.app, zoo, own_batch_s / 2):  # less than its own batch alone
-        refused = post_image(base_url, jpeg)
+    with request_timeout(live_server.app, zoo, own_batch_s / 2), caplog.at_level(logging.INFO, logger="attnzoo.errors"):
+        refused = post_image(base_url, jpeg)  # less than its own batch alone
     body = assert_error(refused, 429, "overloaded")
+    logged = [record for record in caplog.records if record.name == "attnzoo.errors"]
+    assert [(r.levelno, r.exc_info) for r in logged] == [(logging.WARNING, None)]  # an expected condition: one line
     assert "past the deadline" in body["detail"]
     # the rest of the running batch (at most one batch) and its own batch, minus what it had left
     assert 1 <= int(refused.headers["Retry-After"]) <= math.ceil(2 * own_batch_s)
