@@ -12,10 +12,12 @@ Kept memory must also be *reusable* by whichever thread allocates next. glibc gi
 that allocates its own arena (up to 8 per core): the service's decoding threads, its batcher
 thread and the model loader each fill a different one, and a block freed into one arena is never
 handed to another. With nothing returned to the OS, the footprint becomes the sum of every
-arena's peak, and fragmentation across their 64 MiB heaps makes it creep up with every request
-(measured: +15 MiB per 100 requests at 1333×800, linear; BENCHMARKS.md, soak.py). One arena for
-the whole process keeps it flat, at no measurable cost in speed: the threads that share it
-allocate a few large blocks per forward, not a stream of small ones.
+arena's peak, and fragmentation across their 64 MiB heaps makes it creep up with the requests;
+worse, a heap of another arena that empties is unmapped whatever the trim threshold, so big
+blocks page-fault in again (issue 12: +150 KiB per 1333×800 request; BENCHMARKS.md, soak.py: tens
+of MiB per 100 requests and ~30000 minor faults per request, against 1 MiB and 4 with one arena).
+One arena for the whole process keeps it flat and fault-free: the threads that share it allocate a
+few large blocks per forward, not a stream of small ones, so they hardly contend for it.
 """
 
 from __future__ import annotations
