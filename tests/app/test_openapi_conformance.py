@@ -23,7 +23,7 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 def cases_to_generate() -> list[tuple[str, GenerationMode]]:
     """(``METHOD /path``, mode) for every operation the app documents (its OpenAPI, built without
-    starting it): valid input for each, invalid input for those that take any."""
+    starting it): valid input for each, invalid input for those that rule some out."""
     document = create_app(Settings(variants=None)).openapi()
     pairs = []
     for path, item in document["paths"].items():
@@ -32,9 +32,23 @@ def cases_to_generate() -> list[tuple[str, GenerationMode]]:
                 continue
             label = f"{method.upper()} {path}"
             pairs.append((label, GenerationMode.POSITIVE))
-            if operation.get("parameters") or operation.get("requestBody"):
+            if takes_invalid_input(operation):
                 pairs.append((label, GenerationMode.NEGATIVE))
     return pairs
+
+
+def takes_invalid_input(operation: dict) -> bool:
+    """Whether the document rules out some input: a body, a required query parameter, or a
+    parameter with a type or constraint (an unconstrained string path parameter takes anything)."""
+    if operation.get("requestBody"):
+        return True
+    for parameter in operation.get("parameters", []):
+        schema = parameter.get("schema", {})
+        if parameter["in"] != "path" and parameter.get("required"):
+            return True
+        if schema.get("type") != "string" or set(schema) - {"type", "title", "description"}:
+            return True
+    return False
 
 
 @pytest.fixture(scope="module")
