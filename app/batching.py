@@ -5,10 +5,18 @@ results of the same length and order. The batcher knows nothing about images or 
 
 Requests are queued in a bounded queue. One worker thread per batcher takes the first waiting
 request, waits up to ``max_wait_s`` (counted from that request's arrival) for up to
-``max_batch - 1`` companions, and calls the batch function off the event loop. A full queue
-refuses at once (:class:`QueueFullError`); a request whose deadline passed or whose caller gave up
-(its future cancelled, e.g. the client disconnected) is dropped before it reaches the model, so
-it costs the other requests nothing.
+``max_batch - 1`` companions, and calls the batch function off the event loop.
+
+Admission is deadline-aware. The batcher keeps the measured duration of its recent batches (an
+exponential moving average per batch size), so it can predict when a newly queued request would
+be answered: the rest of the running batch, then the batches of the requests ahead of it, then its
+own. A request is refused at once, with a ``retry_after_s`` computed from those same figures,
+when the queue is full (:class:`QueueFullError`) or when that prediction lands past its deadline
+(:class:`DeadlineUnreachableError`); both are :class:`OverloadedError`. :meth:`MicroBatcher.admit`
+makes the same check without queueing, so a caller can refuse before decoding an upload.
+A queued request whose deadline passed, whose batch would end past its deadline, or whose caller
+gave up (its future cancelled, e.g. the client disconnected) is dropped before it reaches the
+model, so it costs the other requests nothing.
 """
 
 from __future__ import annotations
@@ -27,12 +35,30 @@ Result = TypeVar("Result")
 
 logger = logging.getLogger("attnzoo.batching")
 
-class QueueFullError(Exception):
-    """The queue holds ``queue_size`` requests already; retry after ``retry_after_s`` seconds."""
+class OverloadedError(Exception):
+    """The batcher cannot take the request now; retry after ``retry_after_s`` (whole seconds, >= 1)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueFullError(OverloadedError):
+    """The queue holds ``queue_size`` requests already."""
 
     def __init__(self, name: str, queue_size: int, retry_after_s: int) -> None:
-        super().__init__(f"{name}: {queue_size} requests are already waiting; retry in {retry_after_s} s")
-        self.retry_after_s = retry_after_s
+        super().__init__(f"{name}: {queue_size} requests are already waiting; retry in {retry_after_s} s", retry_after_s)
+
+
+class DeadlineUnreachableError(OverloadedError):
+    """The requests already queued would keep this one past its deadline."""
+
+    def __init__(self, name: str, waiting: int, predicted_s: float, budget_s: float, retry_after_s: int) -> None:
+        super().__init__(
+            f"{name}: with {waiting} requests waiting the answer would take about {predicted_s:.1f} s, "
+            f"past the deadline in {budget_s:.1f} s; retry in {retry_after_s} s",
+            retry_after_s,
+        )
 
 
 class DeadlineExceededError(Exception):
@@ -53,7 +79,7 @@ class BatchOutcome(Generic[Result]):
     batch_size: int
 
 
-@dataclass
+@dataclass(eq=False)  # identity: withdrawing one must not compare items (numpy arrays)
 class _Pending(Generic[Item]):
     item: Item
     future: Future
@@ -70,6 +96,7 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait_s: longest wait for companions after the first item of a batch arrived.
         queue_size: most items waiting; :meth:`submit` beyond it raises :class:`QueueFullError`.
             A withdrawn (cancelled) request leaves the queue at once and frees its place.
+        smoothing: weight of the newest batch in the moving average of batch durations.
         on_batch: optional hook ``(batch_size, seconds)`` after every call (metrics hang here).
     """
 
@@ -82,6 +109,7 @@ class MicroBatcher(Generic[Item, Result]):
         queue_size: int,
         name: str = "batcher",
         on_batch: Callable[[int, float], None] | None = None,
+        smoothing: float = 0.2,
     ) -> None:
         if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
             raise ValueError(f"need max_batch >= 1, queue_size >= 1, max_wait_s >= 0; got {max_batch}, {queue_size}, {max_wait_s}")
@@ -94,7 +122,10 @@ class MicroBatcher(Generic[Item, Result]):
         self._waiting: deque[_Pending[Item]] = deque()
         self._cond = threading.Condition()
         self._stop = False
-        self._mean_batch_s = 0.0  # exponential moving average, for Retry-After
+        self.smoothing = smoothing
+        # seconds of a batch of n items (index n), moving average of measured batches; 0: none yet
+        self._batch_s = [0.0] * (max_batch + 1)
+        self._running: tuple[float, int] | None = None  # (time.monotonic() at its start, size)
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -107,25 +138,95 @@ class MicroBatcher(Generic[Item, Result]):
         """Queue ``item``; ``deadline`` is a ``time.monotonic()`` instant.
 
         Cancel the returned future to withdraw the request; that works until its batch starts.
+
+        Raises:
+            QueueFullError, DeadlineUnreachableError (both OverloadedError), BatcherClosedError.
         """
         return self._enqueue(_Pending(item, Future(), time.monotonic(), deadline))
+
+    def admit(self, deadline: float) -> None:
+        """Check, without queueing anything, that a request with this deadline would be queued now.
+
+        Cheap (no model work): call it before expensive preparation such as decoding an upload, so
+        that an overloaded service refuses at once. :meth:`submit` checks again.
+
+        Raises:
+            QueueFullError, DeadlineUnreachableError (both OverloadedError), BatcherClosedError.
+        """
+        with self._cond:
+            self._check_admission(deadline, time.monotonic())
+
+    def predicted_batch_s(self, size: int) -> float | None:
+        """Seconds a batch of ``size`` items is predicted to take (see :meth:`_predicted_batch_s`)."""
+        with self._cond:
+            return self._predicted_batch_s(size, time.monotonic())
+
+    def predicted_wait_s(self, position: int | None = None) -> float | None:
+        """Seconds until a request queued now at ``position`` (default: the end of the queue) would
+        have its result; None until a batch has been measured (or is running)."""
+        with self._cond:
+            ahead = len(self._waiting) if position is None else position
+            return self._seconds_to_serve(ahead + 1, time.monotonic())
 
     def _enqueue(self, pending: _Pending[Item]) -> Future:
         future = pending.future
         with self._cond:
-            if self._stop:
-                raise BatcherClosedError(f"{self.name}: shutting down")
-            if len(self._waiting) >= self.queue_size:
-                raise QueueFullError(self.name, self.queue_size, self.retry_after_s())
+            self._check_admission(pending.deadline, pending.enqueued_at)
             self._waiting.append(pending)
             self._cond.notify()
         future.add_done_callback(lambda done: self._withdraw(pending) if done.cancelled() else None)
         return future
 
-    def retry_after_s(self) -> int:
-        """Whole seconds until the queue has likely drained (at least 1)."""
-        batches = math.ceil(self.queue_size / self.max_batch) + 1
-        return max(1, math.ceil(batches * self._mean_batch_s))
+    def _check_admission(self, deadline: float, now: float) -> None:
+        """Raise if a request with ``deadline`` cannot be queued at ``now`` (call with the lock held)."""
+        if self._stop:
+            raise BatcherClosedError(f"{self.name}: shutting down")
+        waiting = len(self._waiting)
+        if waiting >= self.queue_size:
+            # a place frees up once the requests over the limit have been taken by the worker
+            raise QueueFullError(self.name, self.queue_size, _whole_seconds(self._seconds_to_serve(waiting + 1 - self.queue_size, now)))
+        predicted = self._seconds_to_serve(waiting + 1, now)
+        budget = deadline - now
+        if predicted is not None and predicted > budget:
+            # by then the queue ahead has shrunk by the excess, and a request with the same budget fits
+            retry = _whole_seconds(predicted - max(budget, 0.0))
+            raise DeadlineUnreachableError(self.name, waiting, predicted, max(budget, 0.0), retry)
+
+    def _seconds_to_serve(self, items: int, now: float) -> float | None:
+        """Predicted seconds from ``now`` until the first ``items`` queued requests have their
+        results: the rest of the running batch, then full batches, then the remainder.
+
+        None when nothing has been measured yet and no batch is running.
+        """
+        full, rest = divmod(items, self.max_batch)
+        full_batch_s = self._predicted_batch_s(self.max_batch, now)
+        rest_batch_s = self._predicted_batch_s(rest, now) if rest else 0.0
+        if full_batch_s is None or rest_batch_s is None:
+            return None
+        remaining_s = 0.0
+        running = self._running
+        if running is not None:
+            started, size = running
+            remaining_s = max(0.0, (self._predicted_batch_s(size, now) or 0.0) - (now - started))
+        return remaining_s + full * full_batch_s + rest_batch_s
+
+    def _predicted_batch_s(self, size: int, now: float) -> float | None:
+        """Seconds a batch of ``size`` items takes: its moving average; else scaled from the
+        nearest measured size (linearly up, since a CPU's cost per image is about constant; as is
+        down, since a smaller batch takes no longer); else a lower bound from the running batch."""
+        if self._batch_s[size] > 0:
+            return self._batch_s[size]
+        smaller = [n for n in range(size - 1, 0, -1) if self._batch_s[n] > 0]
+        if smaller:
+            return self._batch_s[smaller[0]] * size / smaller[0]
+        larger = [n for n in range(size + 1, self.max_batch + 1) if self._batch_s[n] > 0]
+        if larger:
+            return self._batch_s[larger[0]]
+        running = self._running
+        if running is not None:  # nothing finished yet: it has taken at least this long
+            started, running_size = running
+            return (now - started) * size / running_size
+        return None
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the worker after its current batch; waiting requests fail with BatcherClosedError."""
@@ -154,7 +255,11 @@ class MicroBatcher(Generic[Item, Result]):
             if batch is None:
                 return
             if batch:
-                self._execute(batch)
+                self._running = (time.monotonic(), len(batch))
+                try:
+                    self._execute(batch)
+                finally:
+                    self._running = None
 
     def _next(self, until: float | None) -> _Pending[Item] | None:
         """Pop the oldest waiting request, waiting for one until ``until`` (None: until stopped)."""
@@ -169,7 +274,8 @@ class MicroBatcher(Generic[Item, Result]):
             return self._waiting.popleft()
 
     def _collect(self) -> list[_Pending[Item]] | None:
-        """Wait for a first live request, then gather companions until full or max_wait passed.
+        """Wait for a first live request, then gather companions until full, max_wait passed, or
+        one more would make the batch end past the deadline of one of its requests.
 
         Returns None when the batcher is stopping.
         """
@@ -183,19 +289,36 @@ class MicroBatcher(Generic[Item, Result]):
             pending = self._next(wait_until)
             if pending is None:
                 break
+            if batch and not self._fits(batch, pending):
+                with self._cond:
+                    self._waiting.appendleft(pending)  # it heads the next batch
+                break
             if self._claim(pending):
                 if not batch:
                     wait_until = pending.enqueued_at + self.max_wait_s
                 batch.append(pending)
         return batch
 
-    @staticmethod
-    def _claim(pending: _Pending[Item]) -> bool:
-        """Mark a request as running; False (drop it) when cancelled or past its deadline."""
+    def _fits(self, batch: list[_Pending[Item]], pending: _Pending[Item]) -> bool:
+        """Whether ``batch`` plus ``pending`` is predicted to end before each of their deadlines."""
+        now = time.monotonic()
+        predicted = self._predicted_batch_s(len(batch) + 1, now)
+        return predicted is None or now + predicted <= min(p.deadline for p in (*batch, pending))
+
+    def _claim(self, pending: _Pending[Item]) -> bool:
+        """Mark a request as running; False (drop it) when cancelled, past its deadline, or when
+        even a batch of it alone is predicted to end past its deadline."""
         if not pending.future.set_running_or_notify_cancel():
             return False  # the caller gave up (client disconnected, timed out)
-        if time.monotonic() >= pending.deadline:
+        now = time.monotonic()
+        if now >= pending.deadline:
             pending.future.set_exception(DeadlineExceededError("deadline passed while queued"))
+            return False
+        predicted = self._predicted_batch_s(1, now)
+        if predicted is not None and now + predicted > pending.deadline:
+            pending.future.set_exception(
+                DeadlineExceededError(f"the model would answer in {predicted:.1f} s, past the deadline in {pending.deadline - now:.1f} s")
+            )
             return False
         return True
 
@@ -234,9 +357,15 @@ class MicroBatcher(Generic[Item, Result]):
             pending.future.set_result(BatchOutcome(result, started - pending.enqueued_at, elapsed, 1))
 
     def _record(self, size: int, seconds: float) -> None:
-        self._mean_batch_s = seconds if self._mean_batch_s == 0 else 0.8 * self._mean_batch_s + 0.2 * seconds
+        previous = self._batch_s[size]
+        self._batch_s[size] = seconds if previous == 0 else (1 - self.smoothing) * previous + self.smoothing * seconds
         if self.on_batch is not None:
             try:
                 self.on_batch(size, seconds)
             except Exception:  # noqa: BLE001 - a metrics hook must never stop the worker
                 logger.exception("%s: on_batch hook failed", self.name)
+
+
+def _whole_seconds(seconds: float | None) -> int:
+    """A Retry-After value: whole seconds, at least 1 (1 when nothing is measured yet)."""
+    return max(1, math.ceil(seconds)) if seconds is not None else 1

@@ -4,8 +4,10 @@ handlers that apply it, and the OpenAPI ``responses`` of each route, generated f
 Every error response has the body ``{"error": <code>, "detail": <what was wrong>, "request_id": ...}``
 (plus ``valid`` for an unknown variant, ``errors`` for invalid parameters) and the
 ``X-Request-ID`` header; under ``/v2`` (the Open Inference Protocol, ``app/oip``) the body is the
-protocol's own, ``{"error": <what was wrong>}``, with the same status codes. Unexpected exceptions are 500s whose body carries the request id that
-the log line (with the traceback) carries too.
+protocol's own, ``{"error": <what was wrong>}``, with the same status codes. Unexpected
+exceptions are 500s whose body carries the request id that the log line (with the traceback)
+carries too. Expected conditions of a running service (overloaded, deadline passed, variant not
+loaded, shutting down) log one line, without a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +26,7 @@ from starlette.requests import ClientDisconnect
 
 from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
-from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
+from .batching import BatcherClosedError, DeadlineExceededError, OverloadedError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
 from .model_pool import RETRY_AFTER_LOADING_S, NoVariantLoadedError, VariantNotReadyError, VariantNotServedError
 from .oip.inference import InferenceRequestError, TooManyImagesError
@@ -54,11 +56,20 @@ class ServerNotReadyError(RuntimeError):
         super().__init__("not ready: " + "; ".join(f"{variant}: {reason}" for variant, reason in reasons.items()))
 
 
+class RequestBodyTimeoutError(Exception):
+    """The request body did not arrive within the request deadline."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout_s:g} s (ATTNZOO_REQUEST_TIMEOUT_S)")
+
+
 @dataclass(frozen=True)
 class ErrorSpec:
     status: int
     code: str
     description: str  # for the OpenAPI docs: when a route answers this
+    log: Literal["none", "line", "traceback"] = "none"  # besides the access log line
+    close_connection: bool = False  # answer with Connection: close
 
 
 # Most specific first: the first entry the exception is an instance of wins.
@@ -67,8 +78,8 @@ ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     # 404, not 503: it never loads in this process, so there is nothing to retry (no Retry-After)
     VariantNotServedError: ErrorSpec(404, "variant_not_served", "a registry variant this process was not started with"),
     UnknownModelVersionError: ErrorSpec(404, "unknown_model_version", "a model version other than \"1\""),
-    VariantNotReadyError: ErrorSpec(503, "variant_unavailable", "variant not loaded (see Retry-After)"),
-    NoVariantLoadedError: ErrorSpec(503, "no_variant_loaded", "no variant is loaded (see Retry-After)"),
+    VariantNotReadyError: ErrorSpec(503, "variant_unavailable", "variant not loaded (see Retry-After)", log="line"),
+    NoVariantLoadedError: ErrorSpec(503, "no_variant_loaded", "no variant is loaded (see Retry-After)", log="line"),
     AttentionQueryError: ErrorSpec(
         422, "invalid_attention_query", "a stage, block, head or point the variant's attention cannot answer"
     ),
@@ -76,6 +87,9 @@ ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     UnsupportedMediaTypeError: ErrorSpec(415, "unsupported_media_type", "unsupported Content-Type"),
     UnsupportedFormatError: ErrorSpec(415, "unsupported_image_format", "unsupported image format"),
     BodyTooLargeError: ErrorSpec(413, "body_too_large", "body too large"),
+    RequestBodyTimeoutError: ErrorSpec(
+        408, "request_timeout", "the body did not arrive within the deadline", log="line", close_connection=True
+    ),
     TooManyPixelsError: ErrorSpec(413, "too_many_pixels", "image has too many pixels"),
     TooManyImagesError: ErrorSpec(413, "too_many_images", "more images in one request than the queue holds"),
     NotAnImageError: ErrorSpec(422, "invalid_image", "invalid image"),
@@ -85,23 +99,25 @@ ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     RequestValidationError: ErrorSpec(422, "invalid_parameter", "invalid parameter"),
     InferenceRequestError: ErrorSpec(400, "invalid_inference_request", "an inference request the model cannot run"),
     TensorDataError: ErrorSpec(400, "invalid_inference_request", "an inference request the model cannot run"),
-    QueueFullError: ErrorSpec(429, "overloaded", "queue full (see Retry-After)"),
-    DeadlineExceededError: ErrorSpec(504, "deadline_exceeded", "deadline passed before the model answered"),
-    BatcherClosedError: ErrorSpec(503, "shutting_down", "the service is shutting down"),
-    ServiceNotStartedError: ErrorSpec(503, "not_started", "the service has not started"),
-    ServerNotReadyError: ErrorSpec(503, "not_ready", "not every requested variant is loaded (see Retry-After)"),
-    ModelExecutionError: ErrorSpec(500, "model_error", "model error (quote the request id)"),
+    OverloadedError: ErrorSpec(
+        429, "overloaded", "queue full, or the queue ahead would keep it past its deadline (see Retry-After)", log="line"
+    ),
+    DeadlineExceededError: ErrorSpec(504, "deadline_exceeded", "deadline passed before the model answered", log="line"),
+    BatcherClosedError: ErrorSpec(503, "shutting_down", "the service is shutting down", log="line"),
+    ServiceNotStartedError: ErrorSpec(503, "not_started", "the service has not started", log="line"),
+    ServerNotReadyError: ErrorSpec(503, "not_ready", "not every requested variant is loaded (see Retry-After)", log="line"),
+    ModelExecutionError: ErrorSpec(500, "model_error", "model error (quote the request id)", log="traceback"),
     ClientDisconnect: ErrorSpec(CLIENT_CLOSED, "client_disconnected", "the client went away (never sent)"),
 }
 
 # What a route that takes an uploaded image can answer, besides its own errors.
 UPLOAD_ERRORS: tuple[type[Exception], ...] = (
-    EmptyUploadError, UnsupportedMediaTypeError, UnsupportedFormatError, BodyTooLargeError, TooManyPixelsError,
-    NotAnImageError, ImageUnprocessableError,
+    EmptyUploadError, UnsupportedMediaTypeError, UnsupportedFormatError, BodyTooLargeError, RequestBodyTimeoutError,
+    TooManyPixelsError, NotAnImageError, ImageUnprocessableError,
 )  # fmt: skip
 # What a route that runs a variant's model can answer.
 MODEL_ERRORS: tuple[type[Exception], ...] = (
-    UnknownVariantError, VariantNotServedError, VariantNotReadyError, QueueFullError, DeadlineExceededError, BatcherClosedError,
+    UnknownVariantError, VariantNotServedError, VariantNotReadyError, OverloadedError, DeadlineExceededError, BatcherClosedError,
     ModelExecutionError,
 )  # fmt: skip
 
@@ -129,6 +145,11 @@ def request_id_of(request: Request) -> str | None:
     return record.request_id if record is not None else None
 
 
+def error_body(code: str, detail: Any, request_id: str | None, **extra: Any) -> dict[str, Any]:
+    """The JSON body of every error answer outside ``/v2`` (``schemas.ErrorResponse``)."""
+    return {"error": code, "detail": detail, "request_id": request_id, **extra}
+
+
 def error_response(
     request: Request, status: int, code: str, detail: Any, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
@@ -140,7 +161,7 @@ def error_response(
     if speaks_v2(request.scope.get("path", "")):
         body: dict[str, Any] = {"error": detail if isinstance(detail, str) else str(detail)}
     else:
-        body = {"error": code, "detail": detail, "request_id": request_id, **extra}
+        body = error_body(code, detail, request_id, **extra)
     all_headers = dict(headers or {})
     if request_id:
         all_headers[REQUEST_ID_HEADER] = request_id
@@ -162,24 +183,32 @@ class ErrorAnswer:
     code: str  # machine-readable error code
     message: str
     retry_after_s: int | None = None
+    close_connection: bool = False
 
 
 def answer_for(exc: Exception, request_id: str | None) -> ErrorAnswer:
-    """The answer to a request that failed with ``exc``; failures of the service (5xx and
-    exceptions outside the table) are logged here, with the request id and the traceback."""
+    """The answer to a request that failed with ``exc``, logged as its table entry says: failures
+    of the service (and exceptions outside the table) with the request id and the traceback,
+    expected conditions in one line."""
     spec = spec_for(exc)
     if spec is None:
         logger.error("request %s: unhandled %s", request_id, type(exc).__name__, exc_info=exc)
         return ErrorAnswer(500, "internal_error", f"internal error; quote request id {request_id} when reporting it")
-    if spec.status >= 500:
+    if spec.log == "traceback":
         logger.error("request %s: %s", request_id, exc, exc_info=exc.__cause__ or exc)
+    elif spec.log == "line":
+        logger.warning("request %s: %d %s: %s", request_id, spec.status, spec.code, exc)
     retry_after = getattr(exc, "retry_after_s", None)
-    return ErrorAnswer(spec.status, spec.code, str(exc), int(retry_after) if retry_after is not None else None)
+    return ErrorAnswer(
+        spec.status, spec.code, str(exc), int(retry_after) if retry_after is not None else None, spec.close_connection
+    )
 
 
 async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:
     answer = answer_for(exc, request_id_of(request))
     headers = {"Retry-After": str(answer.retry_after_s)} if answer.retry_after_s is not None else {}
+    if answer.close_connection:
+        headers["Connection"] = "close"
     extra: dict[str, Any] = {}
     if isinstance(exc, UnknownVariantError):
         extra["valid"] = exc.valid

@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.keep_freed_memory:
-            logger.info("malloc keeps freed memory: %s", "yes" if keep_freed_memory() else "no (not glibc)")
+            kept = keep_freed_memory(settings.malloc_arenas)
+            logger.info("malloc keeps freed memory (%s arenas): %s", settings.malloc_arenas or "default", "yes" if kept else "no (not glibc)")
         pool = ModelPool(registry, requested, settings, service_metrics)
         app.state.pool = pool
         service_metrics.gpu_memory.devices = pool.cuda_devices
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     configure_access_log()
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
     if settings.cors_origins:  # outside the body limit, so that browsers can read its 413 too
         app.add_middleware(
             CORSMiddleware,

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request context (id, access log, metrics) and the body size limit.
+"""Pure ASGI middleware: request context (id, access log, metrics) and the body size and time limits.
 
 Every HTTP request gets an id (the client's ``X-Request-ID`` when it is a sane token, else a new
 one), echoed as the ``X-Request-ID`` response header, and a :class:`RequestRecord` in
@@ -11,6 +11,7 @@ end in too).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import REQUEST_ID_HEADER, error_response, speaks_v2
+from .errors import REQUEST_ID_HEADER, RequestBodyTimeoutError, error_response, speaks_v2
 from .metrics import PROTOCOL_HTTP, PROTOCOL_V2_HTTP, ServiceMetrics
 from .upload import BodyTooLargeError
 
@@ -194,16 +195,21 @@ def _incoming_id(scope: Scope) -> str | None:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413, without reading them whole.
+    """Refuse request bodies over ``max_bytes`` with 413, without reading them whole, and bodies
+    not in within ``timeout_s`` of the request's start with 408.
 
     A ``Content-Length`` over the limit is answered at once, before any body byte is read; a body
     without one (chunked) is counted while it streams in, and the read that crosses the limit
-    raises :class:`BodyTooLargeError` (mapped to 413 by the error handlers).
+    raises :class:`BodyTooLargeError` (mapped to 413 by the error handlers). A read of the body
+    still waiting at the deadline raises :class:`RequestBodyTimeoutError` (408, connection closed),
+    so a stalled upload ends its request like any other error. Once the body is in, reads (the
+    app waiting for a disconnect) are not limited.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -216,14 +222,24 @@ class BodyLimitMiddleware:
             await response(scope, receive, send)
             return
         received = 0
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def receive_within_limit() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except asyncio.TimeoutError:
+                raise RequestBodyTimeoutError(self.timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLargeError(self.max_bytes)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         await self.app(scope, receive_within_limit, send)

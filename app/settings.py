@@ -41,7 +41,12 @@ class Settings(BaseSettings):
     max_batch: int = Field(4, ge=1, le=256, description="most requests one model call takes")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long a request waits for companions")
     queue_size: int = Field(64, ge=1, description="requests waiting for the model per variant; beyond → 429")
-    request_timeout_s: float = Field(30.0, gt=0, description="deadline of a /detect request; past it → 504")
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="deadline of a request: its head and its body must arrive within it (else 408), its answer "
+        "too (else 504; refused at once with 429 when the queue ahead predicts it missed); also bounds a graceful shutdown",
+    )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="request body limit in bytes; beyond → 413")
     max_pixels: int = Field(40_000_000, ge=1, description="image width × height limit, checked before decoding")
     metafile: Path | None = Field(None, description="registry metafile (default: the bundled one)")
@@ -64,6 +69,16 @@ class Settings(BaseSettings):
         True,
         description="glibc malloc keeps freed memory for the next forward: about 25% faster CPU inference; "
         "the process keeps its peak footprint (model_zoo.runtime)",
+    )
+    malloc_arenas: int = Field(
+        1,
+        ge=0,
+        le=1024,
+        description="with keep_freed_memory: glibc malloc arenas for the whole process; 1 keeps RSS flat "
+        "(freed memory is reused by every thread); 0: glibc's default, 8 per core (RSS creeps up, BENCHMARKS.md soak)",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request line + headers limit in bytes; beyond → 431, connection closed"
     )
 
     @field_validator("port")

@@ -157,13 +157,23 @@ class VariantCore:
         """Stop the batcher; images still waiting fail with BatcherClosedError."""
         self.batcher.close()
 
+    def admit(self, deadline: float) -> None:
+        """Refuse now, before any work on the request (reading or decoding its image), what the
+        batcher would refuse: a full queue, or a queue ahead that would keep it past ``deadline``.
+
+        Raises:
+            OverloadedError (429, with Retry-After), BatcherClosedError.
+        """
+        self.batcher.admit(deadline)
+
     async def detect(self, image: ImageData, params: DetectParams, deadline: float) -> DetectOutcome:
         """Detections of one image; ``deadline`` is a ``time.monotonic()`` instant.
 
         Raises:
-            decode.UploadError, ImageUnprocessableError, batching errors (queue full, deadline,
+            decode.UploadError, ImageUnprocessableError, batching errors (overloaded, deadline,
             shutting down), ModelExecutionError.
         """
+        self.admit(deadline)  # before decoding: an overloaded service refuses at once
         started = time.perf_counter()
         pixels, prepared = await run_in_threadpool(self._prepare, image)
         preprocess_s = time.perf_counter() - started

@@ -6,6 +6,7 @@ Units: seconds for times, bytes for memory (converted to MiB only when printed).
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -213,6 +214,23 @@ def entry_header(title: str, command: str, machine: dict[str, Any], versions: di
         f"- Software: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; torch threads: {threads}\n"
         f"- Command: `{command}`\n"
     )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-append``, ``--json PATH``, ``--benchmarks-file``: where an entry goes."""
+    parser.add_argument("--no-append", action="store_true", help="print the entry only")
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw measurements here")
+    parser.add_argument("--benchmarks-file", type=Path, default=BENCHMARKS_FILE)
+
+
+def publish(text: str, args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """Print the entry; write ``payload`` to ``--json``; append the entry unless ``--no-append``."""
+    print("\n" + text)
+    if args.json:
+        args.json.write_text(json.dumps(payload, indent=1))
+    if not args.no_append:
+        append_entry(text, args.benchmarks_file)
+        print(f"appended to {args.benchmarks_file}", file=sys.stderr)
 
 
 def append_entry(text: str, path: Path = BENCHMARKS_FILE) -> None:

@@ -26,7 +26,6 @@ Usage: python benchmarks/serve_bench.py [--variant attn0010] [--scale 1333,800] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -38,7 +37,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -164,24 +163,47 @@ def free_port() -> int:
 
 @contextmanager
 def served(args: argparse.Namespace, zoo: Zoo, log_path: Path) -> Iterator[Service]:
-    """``attnzoo serve`` in a subprocess, ready; yields where it answers. SIGINT at the end."""
-    port, grpc_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
-    env.update(
+    """``attnzoo serve`` in a subprocess with this benchmark's settings, ready; yields where it answers."""
+    settings = dict(
         ATTNZOO_MAX_BATCH=str(args.max_batch),
         ATTNZOO_MAX_WAIT_MS=str(args.max_wait_ms),
         ATTNZOO_QUEUE_SIZE=str(max(64, 2 * max(args.concurrency))),
         ATTNZOO_REQUEST_TIMEOUT_S="600",
     )
-    command = [sys.executable, "-m", "model_zoo", "serve", "--port", str(port), "--grpc-port", str(grpc_port), "--variants", args.variant,
-               "--device", args.device, "--metafile", str(zoo.metafile), "--weights-dir", str(zoo.weights_dir),
+    with serve_process(zoo, args.variant, args.device, settings, log_path, args.start_timeout) as (service, _):
+        yield service
+
+
+ATTNZOO = (sys.executable, "-m", "model_zoo")
+
+
+@contextmanager
+def serve_process(
+    zoo: Zoo,
+    variant: str,
+    device: str,
+    settings: Mapping[str, str],
+    log_path: Path,
+    start_timeout: float,
+    attnzoo: Sequence[str] = ATTNZOO,
+) -> Iterator[tuple[Service, subprocess.Popen]]:
+    """``attnzoo serve`` of ``variant`` in a subprocess whose ``ATTNZOO_*`` environment is exactly
+    ``settings`` (the rest: defaults), ready; yields (where it answers, process). SIGINT at the end.
+
+    ``attnzoo``: the command that takes ``serve`` and its options (another entry point to compare).
+    """
+    port, grpc_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
+    env.update(settings)
+    command = [*attnzoo, "serve", "--port", str(port), "--grpc-port", str(grpc_port), "--variants", variant,
+               "--device", device, "--metafile", str(zoo.metafile), "--weights-dir", str(zoo.weights_dir),
                "--log-level", "warning"]  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         base_url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(base_url, process, log_path, timeout=args.start_timeout)
-            yield Service(base_url, f"127.0.0.1:{grpc_port}")
+            wait_ready(base_url, process, log_path, timeout=start_timeout)
+            yield Service(base_url, f"127.0.0.1:{grpc_port}"), process
         finally:
             process.send_signal(signal.SIGINT)
             try:
@@ -382,20 +404,26 @@ def entry_text(args, argv, zoo, local, levels: Sequence[LevelResult], machine, s
     return "".join(lines)
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every benchmark that starts ``attnzoo serve`` on a zoo of its own."""
     parser.add_argument("--variant", default="attn0010")
     parser.add_argument("--scale", type=common.parse_scale, default=None, help="test-time LONG,SHORT (default: the variant's)")
-    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client concurrencies")
-    parser.add_argument("--requests", type=int, default=32, help="timed requests per concurrency level")
-    parser.add_argument("--repeats", type=int, default=5, help="in-process timing repeats")
-    parser.add_argument("--max-batch", type=int, default=4)
-    parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--image", type=Path, default=None, help="image file (default: a synthetic 640×427 scene)")
     parser.add_argument("--metafile", default=None)
     parser.add_argument("--weights-dir", default=None)
     parser.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
+    parser.add_argument("--start-timeout", type=float, default=600.0)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_service_arguments(parser)
+    parser.add_argument("--max-batch", type=int, default=4)
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client concurrencies")
+    parser.add_argument("--requests", type=int, default=32, help="timed requests per concurrency level")
+    parser.add_argument("--repeats", type=int, default=5, help="in-process timing repeats")
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument(
         "--url", default=None, help="measure a service already running there (in-process timing only with --metafile and --weights-dir)"
     )
@@ -404,9 +432,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--protocols", default=",".join(PROTOCOLS), help=f"front doors to compare, comma-separated from {', '.join(PROTOCOLS)}; empty: none"
     )
     parser.add_argument("--start-timeout", type=float, default=600.0)
-    parser.add_argument("--no-append", action="store_true", help="print the entry only")
-    parser.add_argument("--json", type=Path, default=None, help="also write the raw latencies here")
-    parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE)
+    common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not args.concurrency or min(args.concurrency) < 1 or args.requests < 1:
@@ -456,16 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = [name for name in args.protocols if name not in protocols]
     machine_after = common.machine_info()
     text = entry_text(args, argv, zoo, local, levels, machine, scale, machine_after["loadavg"], protocols, skipped)
-    print("\n" + text)
-    if args.json:
-        payload = {
-            "machine": machine, "in_process": local, "levels": [asdict(level) for level in levels],
-            "protocols": {name: asdict(result) for name, result in protocols.items()},
-        }  # fmt: skip
-        args.json.write_text(json.dumps(payload, indent=1))
-    if not args.no_append:
-        common.append_entry(text, args.benchmarks_file)
-        print(f"appended to {args.benchmarks_file}", file=sys.stderr)
+    payload = {
+        "machine": machine, "in_process": local, "levels": [asdict(level) for level in levels],
+        "protocols": {name: asdict(result) for name, result in protocols.items()},
+    }  # fmt: skip
+    common.publish(text, args, payload)
     return 0
 
 

@@ -139,6 +139,7 @@ _INFER = {
 @router.post("/models/{model}/versions/{version}/infer", **_INFER, dependencies=VERSIONED)
 async def infer(request: Request, core: CoreDep, settings: SettingsDep, metrics: MetricsDep, record: RecordDep) -> Any:
     started = time.monotonic()
+    core.admit(started + settings.request_timeout_s)  # before reading the body: refuse at once when overloaded
     body = await request.body()
     infer_request, binary = parse_body(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
     count = image_count([InputHeader(t.name, t.datatype, tuple(t.shape)) for t in infer_request.inputs], max_images=settings.queue_size)

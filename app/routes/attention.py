@@ -56,6 +56,7 @@ async def attention(
     deadline = time.monotonic() + settings.request_timeout_s
     fmt = negotiate(response_format, request.headers.get("accept"))
     stage = check_attention_query(core.detector, stage, block, head)
+    core.admit(deadline)  # the variant's queue says how loaded its model is: refuse before reading
     with metrics.inflight.labels(core.variant).track_inprogress():
         data = await read_image_bytes(request)
         outcome = await unless_disconnected(

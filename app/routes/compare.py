@@ -79,6 +79,8 @@ async def compare(
     ran = {core.variant for core in cores}
     record.variant = ",".join(variant for variant in pool.slots if variant in ran)
     params = DetectParams(score_thr, max_dets, parse_classes(classes))
+    for core in cores:  # before reading the body: an overloaded variant refuses at once
+        core.admit(time.monotonic() + settings.request_timeout_s)
     data = await read_image_bytes(request)
     started = time.perf_counter()
     image = await decode_image(data, max_pixels=settings.max_pixels)

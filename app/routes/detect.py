@@ -46,6 +46,7 @@ async def detect(
     deadline = time.monotonic() + settings.request_timeout_s
     fmt = negotiate(response_format, request.headers.get("accept"))
     params = DetectParams(score_thr, max_dets, parse_classes(classes))
+    core.admit(deadline)  # before reading the body: an overloaded service refuses at once
     with metrics.inflight.labels(core.variant).track_inprogress():
         data = await read_image_bytes(request)
         outcome = await unless_disconnected(request, core.detect(data, params, deadline))

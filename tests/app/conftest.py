@@ -72,7 +72,9 @@ class Zoo:
             max_batch=4,
             max_wait_ms=20,
             queue_size=4,
-            request_timeout_s=60,
+            # far above any prediction from the batches of these tests, held ones included, so that
+            # admission never refuses them; the deadline tests set their own
+            request_timeout_s=300,
             grpc_port=0,  # no gRPC server unless a test asks (the default 8001 may be taken)
         )
         values.update(overrides)
@@ -294,6 +296,25 @@ def broken_server(zoo: Zoo) -> Iterator[LiveServer]:
     server = LiveServer(create_app(zoo.settings(variants=[REFUSED_VARIANT, MISSING_VARIANT]))).start()
     yield server
     server.stop()
+
+
+def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP response: (status, headers lower-cased, body); the body by Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed before a response: {data[:200]!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in header_lines)}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed in the middle of the body")
+        body += chunk
+    return int(status_line.split()[1]), headers, body
 
 
 def read_metric(base_url: str, name: str, **labels: str) -> float:

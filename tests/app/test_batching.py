@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import CancelledError
 
 import pytest
 
-from app.batching import BatcherClosedError, DeadlineExceededError, MicroBatcher, QueueFullError
+from app.batching import (
+    BatcherClosedError,
+    DeadlineExceededError,
+    DeadlineUnreachableError,
+    MicroBatcher,
+    OverloadedError,
+    QueueFullError,
+)
 
 
 class Recorder:
@@ -197,3 +205,93 @@ def test_a_withdrawn_request_frees_its_place_at_once(make_batcher):
     fn.gate.set()
     assert [f.result(5).result for f in (running, second, third)] == [0, 4, 6]
     assert fn.batches == [[0], [2], [3]]
+
+
+class Sleeper(Recorder):
+    """A Recorder whose every batch takes at least ``seconds``: the batcher's measurements."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, items: list[int]) -> list[int]:
+        time.sleep(self.seconds)
+        return super().__call__(items)
+
+
+def measured(batcher: MicroBatcher) -> float:
+    """Run one batch of one item and return the batcher's prediction for such a batch."""
+    batcher.submit(0, far()).result(30)
+    predicted = batcher.predicted_batch_s(1)
+    assert predicted is not None
+    return predicted
+
+
+def test_nothing_is_predicted_before_a_batch_was_measured(make_batcher):
+    batcher = make_batcher(Sleeper(0.05))
+    assert batcher.predicted_batch_s(1) is None and batcher.predicted_wait_s() is None
+    batcher.admit(time.monotonic() + 0.001)  # no figures yet: admitted
+    one = measured(batcher)
+    assert one >= 0.05
+    assert batcher.predicted_batch_s(3) == pytest.approx(3 * one)  # scaled up linearly from the measured size
+    assert batcher.predicted_wait_s() == pytest.approx(one)  # idle: its own batch
+
+
+def test_a_request_that_cannot_make_its_deadline_is_refused_at_admission(make_batcher):
+    fn = Sleeper(0.2)
+    batcher = make_batcher(fn, max_batch=1)
+    one = measured(batcher)
+    with pytest.raises(DeadlineUnreachableError) as refused:
+        batcher.admit(time.monotonic() + one / 2)
+    assert isinstance(refused.value, OverloadedError) and refused.value.retry_after_s >= 1
+    with pytest.raises(DeadlineUnreachableError):
+        batcher.submit(1, time.monotonic() + one / 2)
+    assert batcher.qsize() == 0 and fn.batches == [[0]]
+    assert batcher.submit(2, time.monotonic() + 30).result(30).result == 4
+
+
+def test_retry_after_follows_the_measured_batches(make_batcher):
+    fn = Sleeper(1.5)
+    batcher = make_batcher(fn, max_batch=1, queue_size=1)
+    one = measured(batcher)
+    fn.gate.clear()
+    fn.entered.clear()
+    running = batcher.submit(1, far())
+    assert fn.entered.wait(5)
+    queued = batcher.submit(2, far())
+    with pytest.raises(QueueFullError) as refused:
+        batcher.submit(3, far())
+    # a place frees up once the queued request is taken: after the rest of the running batch
+    assert refused.value.retry_after_s >= math.ceil(one) >= 2
+    fn.gate.set()
+    assert [running.result(30).result, queued.result(30).result] == [2, 4]
+
+
+def test_a_batch_does_not_grow_past_the_deadline_of_a_request_in_it(make_batcher):
+    fn = Sleeper(0.5)
+    batcher = make_batcher(fn, max_batch=4, max_wait_s=0.3)
+    one = measured(batcher)
+    # alone it ends in time (one batch of 1); with a companion (2 × one) it would not
+    tight = batcher.submit(1, time.monotonic() + 1.5 * one)
+    loose = batcher.submit(2, far())
+    assert tight.result(30).result == 2 and loose.result(30).result == 4
+    assert fn.batches[1:] == [[1], [2]]
+
+
+def test_a_request_whose_batch_would_end_past_its_deadline_never_runs(make_batcher):
+    fn = Sleeper(1.0)
+    batcher = make_batcher(fn, max_batch=1)
+    one = measured(batcher)
+    fn.gate.clear()
+    fn.entered.clear()
+    blocker = batcher.submit(1, far())
+    assert fn.entered.wait(5)
+    submitted = time.monotonic()
+    doomed = batcher.submit(2, submitted + 3 * one)  # admitted: predicted at most 2 × one
+    # the worker stays busy until 2.5 × one: the deadline has not passed, but one more batch ends after it
+    time.sleep(max(0.0, submitted + 2.5 * one - time.monotonic()))
+    fn.gate.set()
+    assert blocker.result(30).result == 2
+    with pytest.raises(DeadlineExceededError, match="past the deadline"):
+        doomed.result(30)
+    assert fn.batches == [[0], [1]]

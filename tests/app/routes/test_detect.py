@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -357,24 +360,61 @@ def test_overload_is_a_429_with_retry_after_and_the_service_recovers(live_server
     assert post_image(base_url, jpeg).status_code == 200
 
 
-def test_a_request_past_its_deadline_is_a_504_and_never_runs(live_server, hold_model, eventually, metric, jpeg, zoo):
+@contextmanager
+def request_timeout(app, zoo, seconds: float):
+    """Requests that start inside get ``seconds`` as their deadline."""
+    original = app.dependency_overrides[get_settings]
+    app.dependency_overrides[get_settings] = lambda: zoo.settings(request_timeout_s=seconds)
+    try:
+        yield
+    finally:
+        app.dependency_overrides[get_settings] = original
+
+
+def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_runs(live_server, hold_model, metric, jpeg, zoo, caplog):
+    # issue 12: refused at admission, with a Retry-After from the measured batches, not a 504 later
     base_url = live_server.base_url
-    app = live_server.app
+    batcher = live_server.app.state.pool.core(VARIANT).batcher
+    assert post_image(base_url, jpeg).status_code == 200  # a measured batch to predict from
     batches_before = metric(base_url, "attnzoo_batch_size_count", variant=VARIANT)
     gate = hold_model(VARIANT)
     executor = ThreadPoolExecutor(1)
     blocker = executor.submit(post_image, base_url, jpeg)
     assert gate.entered.wait(30)
-    original = app.dependency_overrides[get_settings]
-    app.dependency_overrides[get_settings] = lambda: zoo.settings(request_timeout_s=0.3)
-    try:
+    own_batch_s = batcher.predicted_batch_s(1)
+    with request_timeout(live_server.app, zoo, own_batch_s / 2), caplog.at_level(logging.INFO, logger="attnzoo.errors"):
+        refused = post_image(base_url, jpeg)  # less than its own batch alone
+    body = assert_error(refused, 429, "overloaded")
+    logged = [record for record in caplog.records if record.name == "attnzoo.errors"]
+    assert [(r.levelno, r.exc_info) for r in logged] == [(logging.WARNING, None)]  # an expected condition: one line
+    assert "past the deadline" in body["detail"]
+    # the rest of the running batch (at most one batch) and its own batch, minus what it had left
+    assert 1 <= int(refused.headers["Retry-After"]) <= math.ceil(2 * own_batch_s)
+    gate.release()
+    assert blocker.result().status_code == 200
+    executor.shutdown()
+    time.sleep(0.3)  # room for a (wrong) second batch
+    assert metric(base_url, "attnzoo_batch_size_count", variant=VARIANT) == batches_before + 1
+    assert gate.calls == 1
+
+
+def test_a_request_past_its_deadline_is_a_504_and_never_runs(live_server, hold_model, eventually, metric, jpeg, zoo):
+    base_url = live_server.base_url
+    batcher = live_server.app.state.pool.core(VARIANT).batcher
+    assert post_image(base_url, jpeg).status_code == 200  # a measured batch to predict from
+    batches_before = metric(base_url, "attnzoo_batch_size_count", variant=VARIANT)
+    gate = hold_model(VARIANT)
+    executor = ThreadPoolExecutor(1)
+    blocker = executor.submit(post_image, base_url, jpeg)
+    assert gate.entered.wait(30)
+    # admitted: while the gate holds the model the predicted wait only falls; then held past its deadline
+    timeout = batcher.predicted_wait_s() + 5.0
+    with request_timeout(live_server.app, zoo, timeout):
         started = time.monotonic()
         late = post_image(base_url, jpeg)
         waited = time.monotonic() - started
-    finally:
-        app.dependency_overrides[get_settings] = original
     assert_error(late, 504, "deadline_exceeded")
-    assert 0.25 <= waited < 5
+    assert waited >= timeout
     gate.release()
     assert blocker.result().status_code == 200
     executor.shutdown()
