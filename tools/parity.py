@@ -255,14 +255,15 @@ def capture_ours(model: torch.nn.Module) -> Iterator[Captured]:
             handle.remove()
 
 
-def our_detector(alias: str, checkpoint: Path, scale: Sequence[int], registry: Registry | None = None):
+def our_detector(alias: str, checkpoint: Path, scale: Sequence[int], registry: Registry | None = None, **options: Any):
     """Our detector for ``alias`` at test scale ``scale``, loaded the way users load it
-    (``load_detector``: registry entry → ``build_detector`` → strict ``load_checkpoint``)."""
+    (``load_detector``: registry entry → ``build_detector`` → strict ``load_checkpoint``);
+    ``options`` go to ``load_detector`` (``device``, ``cpu_kernels``, ``inference_pass``)."""
     from model_zoo.predictor import load_detector
 
     registry = registry if registry is not None else load_registry()
     scaled = dataclasses.replace(registry, entries=tuple(with_scale(entry, scale) for entry in registry))
-    return load_detector(alias, checkpoint, registry=scaled, verify_hash=False)
+    return load_detector(alias, checkpoint, registry=scaled, verify_hash=False, **options)
 
 
 def run_ours(detector, image: Path):
