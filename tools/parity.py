@@ -231,17 +231,17 @@ class Captured:
 
 @contextmanager
 def capture_ours(model: torch.nn.Module) -> Iterator[Captured]:
-    """Hooks on our detector's backbone (input), neck (P2..P6) and RoI head (proposals)."""
+    """Hooks on our detector's backbone (input), neck (P2..P6) and RoI head (proposals), copied to the CPU."""
     captured = Captured()
 
     def on_backbone(_module, args):
-        captured.input = args[0].detach().clone()
+        captured.input = args[0].detach().to("cpu", copy=True)
 
     def on_neck(_module, _args, output):
-        captured.features = [t.detach().clone() for t in output]
+        captured.features = [t.detach().to("cpu", copy=True) for t in output]
 
     def on_roi_head(_module, args):
-        captured.proposals = args[1][0].detach().clone()
+        captured.proposals = args[1][0].detach().to("cpu", copy=True)
 
     handles = [
         model.backbone.register_forward_pre_hook(on_backbone),
@@ -400,7 +400,7 @@ def capture_mmdet(model, perturb: Callable[[torch.Tensor], torch.Tensor] | None 
         return (x,)
 
     def on_neck(_module, _args, output):
-        captured.features = [t.detach().clone() for t in output]
+        captured.features = [t.detach().to("cpu", copy=True) for t in output]
 
     original_predict = model.rpn_head.predict
 
