@@ -10,11 +10,11 @@ Serving splits one call into named stages so that it can time them and batch the
 
 Batch invariance: on CPU ``infer`` runs the model once per image, so an image's detections are
 bit-identical whatever else is in its batch (GEMM and convolution kernels choose their blocking,
-and with it their float summation order, by batch size and RoI count). It costs no throughput
-there: the convolutions of one 1333×800 image already keep every core busy. On CUDA, where
-batching is what makes the GPU fast, images of one padded shape run as one batched forward; an
-image's detections then equal its lone detections by the parity criterion (same label,
-IoU ≥ 0.99, |Δscore| ≤ 2e-3), not bit for bit. ``batched_forward`` chooses explicitly.
+and with it their float summation order, by batch size and RoI count). The convolutions of one
+1333×800 image already keep every core busy; ``benchmarks/batch_invariance.py`` measures both
+paths. On CUDA, where batching is what makes the GPU fast, images of one padded shape run as one
+batched forward; an image's detections then equal its lone detections by the parity criterion
+(same label, IoU ≥ 0.99, |Δscore| ≤ 2e-3), not bit for bit. ``batched_forward`` chooses explicitly.
 """
 
 from __future__ import annotations
