@@ -100,17 +100,9 @@ def strict_fp32(device: torch.device) -> None:
 
 def timed_calls(fn: Callable[[], Any], *, warmup: int, max_calls: int, deadline: float, sync) -> list[float]:
     """Seconds of each call after ``warmup`` untimed ones, until ``max_calls`` or ``deadline`` (≥ 1 call)."""
-    for _ in range(warmup):
-        fn()
-    if sync:
-        sync()
-    times: list[float] = []
-    while len(times) < max_calls and (not times or time.monotonic() < deadline):
-        started = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - started)
+    times = common.time_call(fn, repeats=1, warmup=warmup, sync=sync)
+    while len(times) < max_calls and time.monotonic() < deadline:
+        times += common.time_call(fn, repeats=1, warmup=0, sync=sync)
     return times
 
 
