@@ -111,8 +111,10 @@ def extract_roi_features(
         return pooled_levels[0][1]  # every RoI on one level: already in RoI order
     # Zeros in the pooling's memory layout, so that the copies below do not transpose.
     channels_last = bool(pooled_levels) and pooled_levels[0][1].is_contiguous(memory_format=torch.channels_last)
-    out = features[0].new_zeros((rois.size(0), features[0].size(1), spec.output_size, spec.output_size))
-    out = out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    out = torch.empty(
+        (rois.size(0), features[0].size(1), spec.output_size, spec.output_size), dtype=features[0].dtype,
+        device=features[0].device, memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    ).zero_()  # fmt: skip
     for indices, pooled in pooled_levels:
         out[indices] = pooled
     return out
