@@ -101,13 +101,16 @@ def measure(module: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> tu
     return forward(), forward_peak_bytes(module, x), times
 
 
-def our_block(weights: dict[str, torch.Tensor], spec) -> nn.Module:
+def our_block(weights: dict[str, torch.Tensor], spec, cpu_kernels: str) -> nn.Module:
+    """The block as the detector runs it on CPU with ``cpu_kernels``: the model's own
+    ``GeneralizedAttention`` (portable: one SDPA call) or the fast kernels' oneDNN block."""
     from model_zoo.engine.attention import GeneralizedAttention
+    from model_zoo.engine.cpu_kernels.onednn import OneDNNGeneralizedAttention
 
     block = GeneralizedAttention(weights["proj_conv.weight"].shape[0], num_heads=spec.num_heads, attention_type=spec.type,
                                  kv_stride=spec.kv_stride, position_magnitude=spec.position_magnitude)  # fmt: skip
     block.load_state_dict(weights, strict=True)
-    return block.eval()
+    return (OneDNNGeneralizedAttention.from_module(block) if cpu_kernels == "fast" else block).eval()
 
 
 def mmcv_worker(spec_path: Path, out_path: Path) -> int:
@@ -140,14 +143,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     weights, spec = block_weights(args.seed)
     shape = stage3_shape(args.scale, weights["proj_conv.weight"].shape[0])
     x = block_input(shape, args.seed)
-    ours, ours_peak, ours_times = measure(our_block(weights, spec), x, args.repeats, args.warmup)
+    ours, ours_peak, ours_times = measure(our_block(weights, spec, args.cpu_kernels), x, args.repeats, args.warmup)
     heads, hw, hw_kv = spec.num_heads, shape[2] * shape[3], math.ceil(shape[2] / spec.kv_stride) * math.ceil(shape[3] / spec.kv_stride)
     result: dict[str, Any] = {
         "input_shape": list(shape), "query_hw": [shape[2], shape[3]], "kv_hw": [math.ceil(shape[2] / spec.kv_stride), math.ceil(shape[3] / spec.kv_stride)],
         "energy_bytes": shape[0] * heads * hw * hw_kv * 4,  # one fp32 (n, M, hw, hw_kv) energy
         "output_bytes": x.numel() * x.element_size(),
         "ours": {"peak_bytes": ours_peak, "times": ours_times, "median_s": common.median(ours_times)},
-        "mmcv": None, "ratio": None, "rel_error": None, "branch_rel_error": None,
+        "mmcv": None, "ratio": None, "rel_error": None, "branch_rel_error": None, "cpu_kernels": args.cpu_kernels,
     }  # fmt: skip
     if args.mmcv_python is None:
         return result
@@ -171,7 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def results_table(result: dict[str, Any]) -> str:
     ours, mmcv = result["ours"], result["mmcv"]
-    rows = [["ours (engine/attention.py)", f"{ours['peak_bytes'] / common.MIB:.1f}", common.fmt(ours["median_s"], 4),
+    rows = [[f"ours (cpu_kernels={result['cpu_kernels']})", f"{ours['peak_bytes'] / common.MIB:.1f}", common.fmt(ours["median_s"], 4),
              common.fmt(result["ratio"]), common.fmt(mmcv and mmcv["median_s"] / ours["median_s"], 2)]]  # fmt: skip
     if mmcv:
         rows.append([f"mmcv {mmcv['mmcv']} GeneralizedAttention", f"{mmcv['peak_bytes'] / common.MIB:.1f}", common.fmt(mmcv["median_s"], 4), "1.000", "1.00"])
@@ -216,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first")
     parser.add_argument("--threads", type=int, default=common.default_threads(), help="torch threads (default: all cores, %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic weights and input seed")
+    parser.add_argument("--cpu-kernels", choices=("fast", "portable"), default="fast",
+                        help="our block as the detector runs it with this cpu_kernels setting (default: %(default)s)")
     parser.add_argument("--mmcv-python", default=None, help=f"reference interpreter (default: {common.DEFAULT_REFERENCE_PYTHON} if it imports mmcv)")
     parser.add_argument("--no-mmcv", dest="mmcv_python", action="store_const", const="", help="measure ours only")
     parser.add_argument("--no-append", action="store_true", help=f"do not append to {common.BENCHMARKS_FILE.name}")

@@ -18,6 +18,11 @@ its medians. With ``--precision`` listing ``bf16`` the table also gives the spee
 and the share of the fp32 detections reproduced (same label, IoU ≥ 0.99, |Δscore| ≤ 2e-3:
 ``tools/parity.py``'s matcher).
 
+``--before PATH`` also times the engine of another checkout (for example the commit before a
+refactor: ``git worktree add /tmp/engine-before <commit>``) in the same run, interleaved with the
+rest: a worker process imports ``model_zoo`` from PATH and loads the very same checkpoint files.
+Its rows are ``before <variant>``; our rows then get the ratio to them (``÷ before``).
+
 Usage: python benchmarks/speed.py [--variants attn1111,attn0010] [--scale 1333,800] [--repeats 5]
 """
 
@@ -207,14 +212,15 @@ class Torchvision:
         return clock(lambda: self.forward(self.tensors[image.name]), self.sync)[0]
 
 
-class MmdetWorker:
-    """This script running ``mmdet-worker`` in the reference venv: one JSON line per request."""
+class Worker:
+    """This script running in ``mode`` (``mmdet-worker`` in the reference venv, ``engine-worker``
+    on another checkout) as a subprocess: one JSON line per request, one per reply."""
 
-    def __init__(self, python: Path, spec: dict[str, Any], work_dir: Path) -> None:
-        spec_path = work_dir / "mmdet_worker.json"
+    def __init__(self, python: Path | str, mode: str, spec: dict[str, Any], work_dir: Path) -> None:
+        spec_path = work_dir / f"{mode}.json"
         spec_path.write_text(json.dumps(spec))
         self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - the worker's lifetime; closed in close()
-        self.process = subprocess.Popen([str(python), str(SCRIPT), "mmdet-worker", str(spec_path)], stdin=subprocess.PIPE,
+        self.process = subprocess.Popen([str(python), str(SCRIPT), mode, str(spec_path)], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.stderr, text=True)  # fmt: skip
         self.request({"op": "ready"})
 
@@ -228,7 +234,7 @@ class MmdetWorker:
         if not line:
             self.stderr.seek(0)
             tail = " / ".join(self.stderr.read().strip().splitlines()[-3:])
-            raise RuntimeError(f"mmdet worker exited ({self.process.poll()}): {tail}")
+            raise RuntimeError(f"worker exited ({self.process.poll()}): {tail}")
         reply = json.loads(line)
         if "error" in reply:
             raise RuntimeError(reply["error"])
@@ -245,11 +251,12 @@ class MmdetWorker:
         self.stderr.close()
 
 
-class Mmdet:
-    """One mmdet variant, timed inside the worker (the pipe round trip is not counted)."""
+class Remote:
+    """One variant held by a worker (mmdet, or our engine of another checkout), timed inside the
+    worker: the pipe round trip is not counted."""
 
-    def __init__(self, worker: MmdetWorker, alias: str) -> None:
-        self.worker, self.alias, self.row = worker, alias, ModelTiming(f"mmdet {alias}")
+    def __init__(self, worker: Worker, alias: str, row: ModelTiming) -> None:
+        self.worker, self.alias, self.row = worker, alias, row
 
     def end_to_end(self, image: BenchImage) -> tuple[float, int]:
         reply = self.worker.request({"op": "e2e", "variant": self.alias, "image": str(image.path)})
@@ -267,6 +274,47 @@ def apply_malloc(mode: str) -> str:
     if mode == "keep":
         return "glibc keeps freed memory (model_zoo.keep_freed_memory), every contestant" if keep_freed_memory() else "default (not glibc)"
     return "default glibc behaviour"
+
+
+def serve_requests(protocol, timed: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Answer stdin requests (``ready``, ``quit``, or one timed call) with one JSON line each."""
+    for line in sys.stdin:
+        command = json.loads(line)
+        try:
+            if command["op"] == "quit":
+                break
+            reply = {"ready": True} if command["op"] == "ready" else timed(command)
+        except Exception as error:  # noqa: BLE001 - sent back, reported as that model's failure
+            reply = {"error": error_text(error)}
+        protocol.write(json.dumps(reply) + "\n")
+
+
+def engine_worker(spec_path: Path) -> int:
+    """Runs on another checkout's ``model_zoo`` (``spec["root"]``): load every variant the way
+    :func:`our_detector` does, then time one call per stdin request."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    spec = json.loads(Path(spec_path).read_text())
+    sys.path.insert(0, spec["root"])  # before this repo: its model_zoo and tools are imported
+    apply_malloc(spec["malloc"])
+    torch.set_num_threads(spec["threads"])
+    registry, sync = scaled_registry(tuple(spec["scale"])), common.cuda_sync(spec["device"])
+    detectors = {alias: our_detector(alias, Path(path), registry, spec["device"], spec["precision"])
+                 for alias, path in spec["checkpoints"].items()}  # fmt: skip
+    prepared: dict[tuple[str, str], Any] = {}
+
+    def timed(command: dict[str, Any]) -> dict[str, Any]:
+        detector, data = detectors[command["variant"]], Path(command["image"]).read_bytes()
+        if command["op"] == "e2e":
+            seconds, result = clock(partial(detector.predict, data), sync)
+            return {"seconds": seconds, "detections": len(result.detections)}
+        key = (command["variant"], command["image"])
+        if key not in prepared:
+            prepared[key] = detector.prepare(data)
+        return {"seconds": clock(partial(detector.infer, [prepared[key]]), sync)[0]}
+
+    serve_requests(protocol, timed)
+    return 0
 
 
 def mmdet_worker(spec_path: Path) -> int:
@@ -298,22 +346,14 @@ def mmdet_worker(spec_path: Path) -> int:
         with torch.no_grad():
             models[alias].test_step(prepared(alias, path))
 
-    for line in sys.stdin:
-        command = json.loads(line)
-        try:
-            if command["op"] == "quit":
-                break
-            if command["op"] == "ready":
-                reply: dict[str, Any] = {"ready": True}
-            elif command["op"] == "e2e":
-                seconds, sample = clock(partial(inference_detector, models[command["variant"]], command["image"]), sync)
-                reply = {"seconds": seconds, "detections": len(sample.pred_instances)}
-            else:
-                prepared(command["variant"], command["image"])
-                reply = {"seconds": clock(partial(test_step, command["variant"], command["image"]), sync)[0]}
-        except Exception as error:  # noqa: BLE001 - sent back, reported as that model's failure
-            reply = {"error": error_text(error)}
-        protocol.write(json.dumps(reply) + "\n")
+    def timed(command: dict[str, Any]) -> dict[str, Any]:
+        if command["op"] == "e2e":
+            seconds, sample = clock(partial(inference_detector, models[command["variant"]], command["image"]), sync)
+            return {"seconds": seconds, "detections": len(sample.pred_instances)}
+        prepared(command["variant"], command["image"])
+        return {"seconds": clock(partial(test_step, command["variant"], command["image"]), sync)[0]}
+
+    serve_requests(protocol, timed)
     return 0
 
 
@@ -422,15 +462,15 @@ def build(args: argparse.Namespace, work_dir: Path, stack: list[Callable[[], Non
     if not args.no_torchvision:
         contestants.append(Torchvision(args.scale, args.device, args.seed))
     checkpoints = {a: write_synthetic_checkpoint(registry.resolve(a), work_dir / f"{a}_seed{args.seed}.pth", seed=args.seed) for a in args.variants}
-    worker, worker_error = None, None
+    spec = {"checkpoints": {a: str(p) for a, p in checkpoints.items()}, "scale": list(args.scale),
+             "threads": args.threads, "device": args.device, "malloc": args.malloc}  # fmt: skip
+    remote: dict[str, Callable[[str, str], Contestant]] = {}  # row prefix → (alias, precision) → contestant
+    if args.before is not None:
+        for precision in args.precision:
+            remote[f"before/{precision}"] = start_worker(sys.executable, "engine-worker", {**spec, "root": str(args.before), "precision": precision},
+                                                         work_dir, stack, "before", precision)  # fmt: skip
     if args.mmdet_python is not None:
-        try:
-            spec = {"checkpoints": {a: str(p) for a, p in checkpoints.items()}, "scale": list(args.scale),
-                    "threads": args.threads, "device": args.device, "malloc": args.malloc}  # fmt: skip
-            worker = MmdetWorker(args.mmdet_python, spec, work_dir)
-            stack.append(worker.close)
-        except Exception as error:  # noqa: BLE001 - every mmdet row reports it
-            worker_error = error_text(error)
+        remote["mmdet"] = start_worker(args.mmdet_python, "mmdet-worker", spec, work_dir, stack, "mmdet", "fp32")
     for alias in args.variants:
         for precision in args.precision:
             row = ModelTiming(alias, precision)
@@ -438,9 +478,23 @@ def build(args: argparse.Namespace, work_dir: Path, stack: list[Callable[[], Non
                 contestants.append(Ours(our_detector(alias, checkpoints[alias], registry, args.device, precision), row, common.cuda_sync(args.device)))
             except Exception as error:  # noqa: BLE001
                 contestants.append(_Failed(dataclasses.replace(row, error=error_text(error))))
-        if args.mmdet_python is not None:
-            contestants.append(Mmdet(worker, alias) if worker else _Failed(ModelTiming(f"mmdet {alias}", error=worker_error)))
+            if f"before/{precision}" in remote:
+                contestants.append(remote[f"before/{precision}"](alias))
+        if "mmdet" in remote:
+            contestants.append(remote["mmdet"](alias))
     return contestants, checkpoints
+
+
+def start_worker(python: Path | str, mode: str, spec: dict[str, Any], work_dir: Path, stack: list[Callable[[], None]],
+                 prefix: str, precision: str) -> Callable[[str], Contestant]:  # fmt: skip
+    """Start one worker; returns the contestant factory for its variants (failed rows if it did not start)."""
+    try:
+        worker = Worker(python, mode, spec, work_dir)
+        stack.append(worker.close)
+    except Exception as error:  # noqa: BLE001 - every row of that worker reports it
+        message = error_text(error)
+        return lambda alias: _Failed(ModelTiming(f"{prefix} {alias}", precision, error=message))
+    return lambda alias: Remote(worker, alias, ModelTiming(f"{prefix} {alias}", precision))
 
 
 @dataclass
@@ -489,17 +543,20 @@ def ratio(value: float | None, base: ModelTiming | None, attr: str) -> str:
 
 
 def results_table(rows: Sequence[ModelTiming]) -> str:
-    """Markdown table: seconds/image, ratios to torchvision and to mmdet's same variant, and for
-    reduced precision its end-to-end speed-up over fp32 and the fp32 detections it reproduces."""
+    """Markdown table: seconds/image, ratios to torchvision and to mmdet's same variant, for
+    reduced precision its end-to-end speed-up over fp32 and the fp32 detections it reproduces, and
+    with ``--before`` the ratio to the other checkout's same variant and precision."""
     torchvision = next((r for r in rows if r.model == TORCHVISION), None)
     mmdet = {r.model.removeprefix("mmdet "): r for r in rows if r.model.startswith("mmdet ")}
+    before = {(r.model.removeprefix("before "), r.precision): r for r in rows if r.model.startswith("before ")}
     fp32 = {r.model: r for r in rows if r.precision == "fp32"}
     table = []
     for row in rows:
         if row.error:
-            table.append([row.model, row.precision, f"failed: {row.error}"] + ["–"] * 8)
+            table.append([row.model, row.precision, f"failed: {row.error}"] + ["–"] * 10)
             continue
         ref = mmdet.get(row.model) if not row.model.startswith("mmdet ") else None
+        earlier = before.get((row.model, row.precision))
         speedup = share = "–"
         if row.precision != "fp32" and row.model in fp32:
             speedup = ratio(fp32[row.model].e2e_s, row, "e2e_s")
@@ -510,9 +567,11 @@ def results_table(rows: Sequence[ModelTiming]) -> str:
             row.model, row.precision, common.fmt(row.e2e_s), common.fmt(row.model_s),
             ratio(row.e2e_s, torchvision, "e2e_s"), ratio(row.model_s, torchvision, "model_s"),
             ratio(row.e2e_s, ref, "e2e_s"), ratio(row.model_s, ref, "model_s"), common.fmt(row.detections, 1), speedup, share,
+            ratio(row.e2e_s, earlier, "e2e_s"), ratio(row.model_s, earlier, "model_s"),
         ])  # fmt: skip
     headers = ["model", "precision", "end-to-end s/img", "model s/img", "e2e ÷ torchvision", "model ÷ torchvision",
-               "e2e ÷ mmdet", "model ÷ mmdet", "dets/img", "speed-up vs fp32 (e2e)", "fp32 dets reproduced"]  # fmt: skip
+               "e2e ÷ mmdet", "model ÷ mmdet", "dets/img", "speed-up vs fp32 (e2e)", "fp32 dets reproduced",
+               "e2e ÷ before", "model ÷ before"]  # fmt: skip
     return common.markdown_table(headers, table)
 
 
@@ -523,7 +582,8 @@ def entry_text(args, argv: Sequence[str], rows: Sequence[ModelTiming], images: S
         f"- Setting: scale {args.scale[0]}×{args.scale[1]} (long×short), device {args.device}, {len(images)} images "
         f"({', '.join(i.name for i in images)}), median of {args.repeats} after {args.warmup} warm-up per image, "
         f"models interleaved call by call, mean over images; synthetic weights seed {args.seed}; mmdet: {args.mmdet_note}; "
-        f"malloc: {args.malloc_note}\n"
+        f"malloc: {args.malloc_note}"
+        + (f"; before: the engine of {args.before_note}, in a worker process" if args.before else "") + "\n"
         + common.load_note(machine) + "\n" + results_table(rows)
     )
 
@@ -551,10 +611,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mmdet-python", default=None, help=f"reference interpreter (default: {common.DEFAULT_REFERENCE_PYTHON} if it imports mmdet)")
     parser.add_argument("--no-mmdet", dest="mmdet_python", action="store_const", const="", help="skip mmdet")
     parser.add_argument("--no-torchvision", action="store_true", help="skip torchvision")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="also time the engine of this checkout (e.g. `git worktree add /tmp/engine-before e154511`), rows `before <variant>`")  # fmt: skip
     parser.add_argument("--no-append", action="store_true", help=f"do not append to {common.BENCHMARKS_FILE.name}")
     parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE, help="where to append (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write all timings as JSON here")
     return parser
+
+
+def checkout_note(root: Path) -> str:
+    """``PATH (commit abc1234)`` for a checkout with an engine; ValueError if it has none."""
+    if not (root / "model_zoo" / "predictor.py").is_file():
+        raise ValueError(f"--before: {str(root)!r} has no model_zoo/predictor.py")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return f"{root} (commit {head.stdout.strip()})" if head.returncode == 0 else str(root)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -575,6 +645,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         for precision in args.precision:
             precision_kwargs(precision)
         args.mmdet_python, args.mmdet_note = common.reference_python(args.mmdet_python, "mmdet")
+        args.before_note = checkout_note(args.before) if args.before is not None else None
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -584,6 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["mmdet-worker"]:
         return mmdet_worker(Path(argv[1]))
+    if argv[:1] == ["engine-worker"]:
+        return engine_worker(Path(argv[1]))
     args = parse_args(argv)
     args.malloc_note = apply_malloc(args.malloc)
     torch.set_num_threads(args.threads)

@@ -1,18 +1,19 @@
-"""Attention maps of a GeneralizedAttention block for one query point, captured from a real forward.
+"""Attention maps of a GeneralizedAttention block for one query point, with the image's detections.
 
-The block's own forward records the softmax weights of the probed query (see
-``engine.attention.AttentionProbe``); nothing is recomputed by a second implementation. The same
-forward produces the image's detections, which come back with the map.
+The map is computed by the model's own modules, outside their ``forward``: the backbone runs up
+to the block (``ResNet.block_input``, ``Bottleneck.conv2_features``) and the block gives the
+softmax weights of one query (``GeneralizedAttention.query_weights``), the same softmax its
+forward computes. Nothing is stored on a module, so maps may be asked for while other threads
+run batches on the same detector. The detections come from ``Detector.infer``, as for /detect.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from model_zoo.engine.attention import AttentionProbe, GeneralizedAttention
 from model_zoo.errors import AttnzooError
 from model_zoo.images import ImageInput
 from model_zoo.predictor import DetectionResult, Detector
@@ -79,38 +80,30 @@ def check_attention_query(detector: Detector, stage: int | None, block: int, hea
     return stage
 
 
-def _block(detector: Detector, stage: int, block: int) -> GeneralizedAttention:
-    check_attention_query(detector, stage, block)
-    module = getattr(detector.model.backbone, f"layer{stage}")[block].gen_attention_block
-    assert isinstance(module, GeneralizedAttention)
-    return module
-
-
 def attention_map(detector: Detector, image: ImageInput, *, stage: int, block: int, x: float, y: float) -> AttentionMap:
-    """Run ``image`` once, recording block ``block`` of ``stage``'s attention for the query at (x, y).
+    """Block ``block`` of ``stage``'s attention for the query at (x, y), original-image pixels,
+    and the image's detections. Thread-safe.
 
-    (x, y) are original-image pixels. Not thread-safe: the probe lives on the shared module, so
-    callers run this where the detector's forwards are serialised (the service's model worker).
+    Raises:
+        AttentionQueryError: a stage or block without attention, or a point outside the image.
     """
-    module = _block(detector, stage, block)
+    check_attention_query(detector, stage, block)
     prepared = detector.prepare(image)
     height, width = prepared.resized.original_shape
     if not (0 <= x < width and 0 <= y < height):
         raise AttentionQueryError(f"query point ({x}, {y}) is outside the {width}x{height} image")
     stride = 2 ** (stage + 1)  # feature stride of ResNet stage `stage` (conv2 output)
     scale_w, scale_h = prepared.resized.scale_factor
-    pad_h, pad_w = prepared.padded_shape
-    rows, cols = math.ceil(pad_h / stride), math.ceil(pad_w / stride)
-    cell = (min(int(y * scale_h // stride), rows - 1), min(int(x * scale_w // stride), cols - 1))
-    module.probe = AttentionProbe(query=cell)
-    try:
-        result = detector.infer([prepared])[0]
-        probe = module.probe
-    finally:
-        module.probe = None
-    assert probe.weights is not None and probe.key_shape is not None
-    key_h, key_w = probe.key_shape
-    key_step = stride * module.kv_stride  # resized-image pixels between key cells
+    backbone = detector.model.backbone
+    bottleneck = getattr(backbone, f"layer{stage}")[block]
+    attention = bottleneck.gen_attention_block
+    with torch.inference_mode():
+        features = bottleneck.conv2_features(backbone.block_input(detector.collate([prepared]).tensor, stage=stage, block=block))
+        rows, cols = features.shape[2:]
+        cell = (min(int(y * scale_h // stride), rows - 1), min(int(x * scale_w // stride), cols - 1))
+        weights = attention.query_weights(features, cell)[0].float().cpu().numpy()  # (M, h_kv, w_kv)
+    key_h, key_w = weights.shape[1:]
+    key_step = stride * attention.kv_stride  # resized-image pixels between key cells
     return AttentionMap(
         variant=detector.variant,
         attention_type=detector.entry.arch.attention_type or "",
@@ -118,9 +111,9 @@ def attention_map(detector: Detector, image: ImageInput, *, stage: int, block: i
         block=block,
         query_xy=(float(x), float(y)),
         query_cell=cell,
-        weights=probe.weights[0].cpu().numpy(),
+        weights=weights,
         key_centers_x=(np.arange(key_w) * key_step + stride / 2) / scale_w,
         key_centers_y=(np.arange(key_h) * key_step + stride / 2) / scale_h,
-        query_independent=module.query_independent,
-        detections=result,
+        query_independent=attention.query_independent,
+        detections=detector.infer([prepared])[0],
     )

@@ -7,6 +7,14 @@ Serving splits one call into named stages so that it can time them and batch the
     result.filter(score_thr=0.3, max_dets=10)   # per-request thresholds
 
 ``predict`` chains the three for one image.
+
+Batch invariance: on CPU ``infer`` runs the model once per image, so an image's detections are
+bit-identical whatever else is in its batch (GEMM and convolution kernels choose their blocking,
+and with it their float summation order, by batch size and RoI count). The convolutions of one
+1333×800 image already keep every core busy; ``benchmarks/batch_invariance.py`` measures both
+paths. On CUDA, where batching is what makes the GPU fast, images of one padded shape run as one
+batched forward; an image's detections then equal its lone detections by the parity criterion
+(same label, IoU ≥ 0.99, |Δscore| ≤ 2e-3), not bit for bit. ``batched_forward`` chooses explicitly.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ import torch
 from model_zoo.categories import COCO_CATEGORY_IDS, COCO_CLASSES
 from model_zoo.checkpoint import load_checkpoint
 from model_zoo.engine.detector import FasterRCNN, build_detector
-from model_zoo.engine.fuse import fold_batch_norms, read_rois_channels_last
-from model_zoo.engine.preprocess import ResizedImage, collate, rescale_size, resize_keep_ratio
-from model_zoo.errors import AttnzooError, ImageDecodeError, WeightsMissingError
+from model_zoo.engine.inference_pass import CPU_KERNELS, prepare_for_inference
+from model_zoo.engine.preprocess import ImageBatch, ResizedImage, collate, resize_keep_ratio
+from model_zoo.errors import AttnzooError, WeightsMissingError
 from model_zoo.images import ImageInput, load_image
 from model_zoo.registry import Registry, VariantEntry, default_weights_dir, load_registry
 from model_zoo.weights import verify_file, weights_path_for
@@ -100,8 +108,17 @@ class Detector:
     """A loaded detector of one registry variant on one device.
 
     Takes ownership of ``model`` (built by ``build_detector`` with its weights loaded) and makes it
-    inference-ready in place: eval mode, BatchNorm folded into the convolutions, channels-last,
-    moved to ``device``.
+    inference-ready in place with ``engine.inference_pass.prepare_for_inference``: eval mode,
+    BatchNorm folded, channels-last, the ``cpu_kernels`` swapped in, moved to ``device``.
+
+    Args:
+        precision: "fp32" (default, mmdet-exact), or opt-in "bf16" / "fp16" autocast.
+        cpu_kernels: "fast" (default: the CPU rewrites) or "portable" (the kernels CUDA runs:
+            torchvision ops, one SDPA call per attention block). No effect off the CPU.
+        inference_pass: False runs the model exactly as built (eval mode, moved to ``device``):
+            the plain definition, for parity checks.
+        batched_forward: one forward per padded shape (True) or per image (False); default:
+            batched on CUDA, per image elsewhere (see the module docstring).
     """
 
     def __init__(
@@ -113,61 +130,69 @@ class Detector:
         weights_path: Path | None = None,
         sha256: str | None = None,
         precision: str = "fp32",
+        cpu_kernels: str = "fast",
+        inference_pass: bool = True,
+        batched_forward: bool | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise AttnzooError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        if cpu_kernels not in CPU_KERNELS:
+            raise AttnzooError(f"unknown cpu_kernels {cpu_kernels!r}; valid: {', '.join(CPU_KERNELS)}")
         self.entry = entry
-        # Inference-ready: eval mode, frozen BN folded into the convs (rounding-level change), on device.
-        fold_batch_norms(model.eval().backbone)
-        read_rois_channels_last(model.roi_head.bbox_head)
-        # Channels-last activations: about 30% faster convolutions on CPU (oneDNN) and on CUDA.
-        self.model = model.to(device=device, memory_format=torch.channels_last)
+        if inference_pass:
+            self.model = prepare_for_inference(model, device, cpu_kernels=cpu_kernels)
+        else:
+            self.model = model.eval().to(device)
         self.device = device
         self.weights_path = weights_path
         self.sha256 = sha256
         self.precision = precision
+        self.cpu_kernels = cpu_kernels
+        self.batched_forward = device.type == "cuda" if batched_forward is None else batched_forward
 
     @property
     def variant(self) -> str:
         return self.entry.alias
 
     def prepare(self, image: ImageInput) -> PreparedImage:
-        """Decode (BGR, EXIF applied) and keep-ratio resize with OpenCV bilinear on uint8."""
-        pixels = load_image(image)
-        height, width = pixels.shape[:2]
-        new_w, new_h = rescale_size(width, height, self.entry.arch.preprocess.scale)
-        if new_w < 1 or new_h < 1:
-            raise ImageDecodeError(
-                f"a {width}x{height} image would be resized to {new_w}x{new_h} pixels: aspect ratio too extreme"
-            )
-        return PreparedImage(resize_keep_ratio(pixels, self.entry.arch.preprocess))
+        """Decode (BGR, EXIF applied; an array is taken as decoded BGR) and keep-ratio resize with
+        OpenCV bilinear on uint8."""
+        return PreparedImage(resize_keep_ratio(load_image(image), self.entry.arch.preprocess))
 
     @torch.inference_mode()
     def infer(self, prepared: Sequence[PreparedImage]) -> list[DetectionResult]:
         """Run the model on prepared images; results keep the input order.
 
-        Images are batched only with images of the same padded shape: GeneralizedAttention
-        attends over the padding, so padding an image further would change its detections.
+        Per image, or (``batched_forward``) one forward per group of images of one padded shape:
+        GeneralizedAttention attends over the padding, so padding an image further would change
+        its detections.
         """
+        if not self.batched_forward:
+            return [self._forward([item])[0] for item in prepared]
         results: list[DetectionResult | None] = [None] * len(prepared)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, item in enumerate(prepared):
             groups.setdefault(item.padded_shape, []).append(index)
         for indices in groups.values():
-            batch = collate([prepared[i].resized for i in indices], self.entry.arch.preprocess, self.device)
-            batch = dataclasses.replace(batch, tensor=batch.tensor.contiguous(memory_format=torch.channels_last))
-            with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
-                outputs = self.model(batch)
-            for i, (boxes, scores, labels) in zip(indices, outputs):
-                results[i] = _to_result(prepared[i].resized, boxes, scores, labels)
+            for i, result in zip(indices, self._forward([prepared[i] for i in indices])):
+                results[i] = result
         return [r for r in results if r is not None]
+
+    def collate(self, prepared: Sequence[PreparedImage]) -> ImageBatch:
+        """The model's input for prepared images: normalised, padded, channels-last, on the device."""
+        batch = collate([item.resized for item in prepared], self.entry.arch.preprocess, self.device)
+        return dataclasses.replace(batch, tensor=batch.tensor.contiguous(memory_format=torch.channels_last))
+
+    def _forward(self, prepared: Sequence[PreparedImage]) -> list[DetectionResult]:
+        """One forward of images of one padded shape."""
+        batch = self.collate(prepared)
+        with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
+            outputs = self.model(batch)
+        return [_to_result(item.resized, boxes, scores, labels) for item, (boxes, scores, labels) in zip(prepared, outputs)]
 
     def predict(self, image: ImageInput, score_thr: float | None = None) -> DetectionResult:
         """Detections of one image; ``score_thr`` further filters the test config's 0.05."""
         return self.infer([self.prepare(image)])[0].filter(score_thr)
-
-    def predict_batch(self, images: Sequence[ImageInput], score_thr: float | None = None) -> list[DetectionResult]:
-        return [r.filter(score_thr) for r in self.infer([self.prepare(image) for image in images])]
 
 
 def _to_result(resized: ResizedImage, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> DetectionResult:
@@ -207,6 +232,8 @@ def load_detector(
     weights_dir: str | os.PathLike[str] | None = None,
     verify_hash: bool = True,
     precision: str = "fp32",
+    cpu_kernels: str = "fast",
+    inference_pass: bool = True,
 ) -> Detector:
     """Build the detector of ``variant`` (alias or full name) and load its checkpoint.
 
@@ -214,6 +241,8 @@ def load_detector(
         checkpoint: a ``.pth`` path; default: the registry's file in ``weights_dir``.
         verify_hash: refuse a file whose sha256 does not start with the hex suffix of its name.
         precision: "fp32" (default, mmdet-exact), or opt-in "bf16" / "fp16" autocast.
+        cpu_kernels: "fast" (default) or "portable" (the kernels CUDA runs), see ``Detector``.
+        inference_pass: False runs the plain model definition (see ``Detector``).
 
     Raises:
         UnknownVariantError, WeightsMissingError, HashMismatchError, CheckpointError.
@@ -229,4 +258,7 @@ def load_detector(
     sha256 = verify_file(path, check=verify_hash)
     model = build_detector(entry.arch)
     load_checkpoint(model, path, entry=entry, registry=registry)
-    return Detector(entry, model, device=resolve_device(device), weights_path=path, sha256=sha256, precision=precision)
+    return Detector(
+        entry, model, device=resolve_device(device), weights_path=path, sha256=sha256, precision=precision,
+        cpu_kernels=cpu_kernels, inference_pass=inference_pass,
+    )  # fmt: skip

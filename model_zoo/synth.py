@@ -62,9 +62,10 @@ def _calibrated_classifier(
     batch = collate([resize_keep_ratio(calibration_image(seed), preprocess)], preprocess, "cpu")
     stages = model.forward_stages(batch)
     roi_spec = arch.roi
-    hidden = extract_roi_features(stages.features[: len(roi_spec.featmap_strides)], proposals_to_rois(stages.proposals), roi_spec)
-    hidden = hidden.flatten(1)
-    for fc in model.roi_head.bbox_head.shared_fcs:
+    roi_head = model.roi_head
+    hidden = extract_roi_features(stages.features, proposals_to_rois(stages.proposals), roi_head.roi_layers, roi_spec)
+    hidden = roi_head.bbox_head.flatten(hidden)
+    for fc in roi_head.bbox_head.shared_fcs:
         hidden = torch.relu(fc(hidden))  # (K, fc_out_channels)
     mean = hidden.mean(0)
     weight = torch.randn((roi_spec.num_classes + 1, hidden.size(1)), generator=generator)

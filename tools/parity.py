@@ -231,17 +231,17 @@ class Captured:
 
 @contextmanager
 def capture_ours(model: torch.nn.Module) -> Iterator[Captured]:
-    """Hooks on our detector's backbone (input), neck (P2..P6) and RoI head (proposals)."""
+    """Hooks on our detector's backbone (input), neck (P2..P6) and RoI head (proposals), copied to the CPU."""
     captured = Captured()
 
     def on_backbone(_module, args):
-        captured.input = args[0].detach().clone()
+        captured.input = args[0].detach().to("cpu", copy=True)
 
     def on_neck(_module, _args, output):
-        captured.features = [t.detach().clone() for t in output]
+        captured.features = [t.detach().to("cpu", copy=True) for t in output]
 
     def on_roi_head(_module, args):
-        captured.proposals = args[1][0].detach().clone()
+        captured.proposals = args[1][0].detach().to("cpu", copy=True)
 
     handles = [
         model.backbone.register_forward_pre_hook(on_backbone),
@@ -255,14 +255,15 @@ def capture_ours(model: torch.nn.Module) -> Iterator[Captured]:
             handle.remove()
 
 
-def our_detector(alias: str, checkpoint: Path, scale: Sequence[int], registry: Registry | None = None):
+def our_detector(alias: str, checkpoint: Path, scale: Sequence[int], registry: Registry | None = None, **options: Any):
     """Our detector for ``alias`` at test scale ``scale``, loaded the way users load it
-    (``load_detector``: registry entry → ``build_detector`` → strict ``load_checkpoint``)."""
+    (``load_detector``: registry entry → ``build_detector`` → strict ``load_checkpoint``);
+    ``options`` go to ``load_detector`` (``device``, ``cpu_kernels``, ``inference_pass``)."""
     from model_zoo.predictor import load_detector
 
     registry = registry if registry is not None else load_registry()
     scaled = dataclasses.replace(registry, entries=tuple(with_scale(entry, scale) for entry in registry))
-    return load_detector(alias, checkpoint, registry=scaled, verify_hash=False)
+    return load_detector(alias, checkpoint, registry=scaled, verify_hash=False, **options)
 
 
 def run_ours(detector, image: Path):
@@ -399,7 +400,7 @@ def capture_mmdet(model, perturb: Callable[[torch.Tensor], torch.Tensor] | None 
         return (x,)
 
     def on_neck(_module, _args, output):
-        captured.features = [t.detach().clone() for t in output]
+        captured.features = [t.detach().to("cpu", copy=True) for t in output]
 
     original_predict = model.rpn_head.predict
 

@@ -22,39 +22,21 @@ Key-content and position terms are one dot product between an extended query
 ``[c_ij, bx_ij, by_ij]`` and an extended key ``[k_uv, onehot(v), onehot(u)]``, where
 ``c = q (bit 0) + appr_bias (bit 2)``, ``bx_ij[v] = g_ij · Px[j, v]``, ``by_ij[u] = g_ij · Py[i, u]``
 and ``g = q (bit 1) + geom_bias (bit 3)``. So attention is plain multi-head attention with scale 1
-over the extended query and key, and the (h·w) × (h_kv·w_kv) energy is never materialised: on
-CUDA one fused ``scaled_dot_product_attention`` call; on CPU query chunks through oneDNN
-(``onednn.attention``), about twice as fast there as the SDPA kernel.
+over the extended query and key: one ``scaled_dot_product_attention`` call (fused kernels on
+CUDA), and the (h·w) × (h_kv·w_kv) energy is never materialised. The attention weights of one
+query, for display, come from :meth:`GeneralizedAttention.query_weights`, outside ``forward``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .onednn import attention as onednn_attention
-
 WAVE_LENGTH = 1000.0
-
-
-@dataclass
-class AttentionProbe:
-    """Asks one attention block to keep the weights of one query during its next forward.
-
-    ``query`` is (i, j) on the block's (h, w) query map; after the forward, ``weights`` holds
-    Tensor[n, M, h_kv, w_kv] (each head sums to 1 over keys) and ``query_shape`` / ``key_shape``
-    the two map sizes. For query-independent types the weights are the same for every query.
-    """
-
-    query: tuple[int, int]
-    weights: torch.Tensor | None = None
-    query_shape: tuple[int, int] | None = None
-    key_shape: tuple[int, int] | None = None
 
 
 class GeneralizedAttention(nn.Module):
@@ -80,6 +62,8 @@ class GeneralizedAttention(nn.Module):
         super().__init__()
         if in_channels % num_heads:
             raise ValueError(f"in_channels {in_channels} is not divisible by num_heads {num_heads}")
+        self.in_channels = in_channels
+        self.attention_type = attention_type
         self.num_heads = num_heads
         self.head_dim = in_channels // num_heads
         self.position_dim = in_channels
@@ -104,39 +88,58 @@ class GeneralizedAttention(nn.Module):
             self.appr_geom_fc_x = nn.Linear(self.position_dim // 2, in_channels, bias=False)
             self.appr_geom_fc_y = nn.Linear(self.position_dim // 2, in_channels, bias=False)
         self.proj_conv = nn.Conv2d(in_channels, in_channels, 1, bias=True)
-        self.probe: AttentionProbe | None = None
 
-    @property
-    def uses_position(self) -> bool:
-        return self.appr_geom or self.bias_geom
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, num_heads={self.num_heads}, attention_type={self.attention_type!r}, kv_stride={self.kv_stride}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (Tensor[n, C, h, w]) → Tensor[n, C, h, w]."""
         n, channels, h, w = x.shape
         x_kv = x[:, :, :: self.kv_stride, :: self.kv_stride]
-        h_kv, w_kv = x_kv.shape[2:]
         values = self._heads(self.value_conv(x_kv))  # (n, M, h_kv*w_kv, d)
         if self.query_independent:
             # One softmax over keys shared by every query: a global-context vector, broadcast.
             weights = self.bias_appearance_weights(x_kv)  # (n, M, 1, h_kv*w_kv)
-            if self.probe is not None:
-                self._record(weights, (h, w), (h_kv, w_kv))
             out = (weights @ values).permute(0, 1, 3, 2).reshape(n, channels, 1, 1)
         else:
             query_ext, key_ext = self.extended_query_key(x, x_kv)  # (n, M, hw, E), (n, M, hw_kv, E)
-            if self.probe is not None:
-                i, j = self.probe.query
-                row = query_ext[:, :, i * w + j : i * w + j + 1]  # (n, M, 1, E)
-                self._record((row @ key_ext.transpose(2, 3)).softmax(dim=-1), (h, w), (h_kv, w_kv))
-            out = attend(query_ext, key_ext, values)  # (n, hw, C)
-            out = out.view(n, h, w, channels).permute(0, 3, 1, 2)  # channels-last strides
+            out = self.attend(query_ext, key_ext, values)  # (n, hw, C)
+            out = out.view(n, h, w, channels).permute(0, 3, 1, 2)  # (n, C, h, w), channels-last strides
         return x + self.gamma * self.proj_conv(out)
 
-    def _record(self, weights: torch.Tensor, query_shape: tuple[int, int], key_shape: tuple[int, int]) -> None:
-        """Store (n, M, 1, h_kv*w_kv) attention weights of the probed query as (n, M, h_kv, w_kv)."""
-        assert self.probe is not None
-        self.probe.weights = weights.detach().float().reshape(weights.size(0), weights.size(1), *key_shape)
-        self.probe.query_shape, self.probe.key_shape = query_shape, key_shape
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """softmax(query · keyᵀ) · value per head with scale 1, as one ``scaled_dot_product_attention``.
+
+        query (n, M, L, E), key (n, M, S, E), value (n, M, S, d) → (n, L, M·d): per query the heads'
+        outputs side by side (channel m·d + i), the channels-last order of an (n, M·d, h, w) map.
+        """
+        # Fused kernels want one head dim for q, k and v: zero-pad v from d to E, then drop the padding.
+        n, heads, num_queries, head_dim = *query.shape[:3], value.shape[-1]
+        padded = F.pad(value, (0, query.size(-1) - head_dim))
+        out = F.scaled_dot_product_attention(query, key, padded, scale=1.0)[..., :head_dim]
+        return out.transpose(1, 2).reshape(n, num_queries, heads * head_dim)
+
+    def query_weights(self, x: torch.Tensor, query: tuple[int, int]) -> torch.Tensor:
+        """Attention weights of the query at cell ``query`` = (i, j) for input x (Tensor[n, C, h, w]):
+        Tensor[n, M, h_kv, w_kv], each head summing to 1 over the keys (padding included).
+
+        The same softmax as ``forward``, for one query row; nothing is stored on the module, so this
+        may run while other threads run ``forward``. Query-independent types ('0010') give the same
+        weights for every query.
+        """
+        h, w = x.shape[2:]
+        i, j = query
+        if not (0 <= i < h and 0 <= j < w):
+            raise ValueError(f"query cell {query} is outside the {h}x{w} query map")
+        x_kv = x[:, :, :: self.kv_stride, :: self.kv_stride]
+        h_kv, w_kv = x_kv.shape[2:]
+        if self.query_independent:
+            weights = self.bias_appearance_weights(x_kv)  # (n, M, 1, h_kv*w_kv)
+        else:
+            query_ext, key_ext = self.extended_query_key(x, x_kv)
+            row = query_ext[:, :, i * w + j : i * w + j + 1]  # (n, M, 1, E)
+            weights = (row @ key_ext.transpose(2, 3)).softmax(dim=-1)
+        return weights.reshape(x.size(0), self.num_heads, h_kv, w_kv)
 
     def _heads(self, feature: torch.Tensor) -> torch.Tensor:
         """(n, C, h, w) → (n, M, h*w, d); channel c is head c // d, dim c % d.
@@ -203,23 +206,6 @@ class GeneralizedAttention(nn.Module):
         pos_x = self.appr_geom_fc_x(embed_x).view(w, w_kv, self.num_heads, self.head_dim).permute(2, 0, 1, 3)
         pos_y = self.appr_geom_fc_y(embed_y).view(h, h_kv, self.num_heads, self.head_dim).permute(2, 0, 1, 3)
         return pos_x / math.sqrt(2), pos_y / math.sqrt(2)
-
-
-def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """softmax(query · keyᵀ) · value per head with scale 1: query (n, M, L, E), key (n, M, S, E),
-    value (n, M, S, d) → (n, L, M·d), heads side by side (channels-last order of the output map)."""
-    if query.device.type == "cpu":
-        return onednn_attention(query, key, value)
-    return sdpa_attention(query, key, value)
-
-
-def sdpa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``attend`` as one ``scaled_dot_product_attention`` call (fused kernels on CUDA)."""
-    # Fused kernels want one head dim for q, k and v: zero-pad v from d to E, then drop the padding.
-    n, heads, num_queries, head_dim = *query.shape[:3], value.shape[-1]
-    padded = F.pad(value, (0, query.size(-1) - head_dim))
-    out = F.scaled_dot_product_attention(query, key, padded, scale=1.0)[..., :head_dim]
-    return out.transpose(1, 2).reshape(n, num_queries, heads * head_dim)
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,30 +9,35 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import deform_conv2d
 
 from .attention import GeneralizedAttention
-from .deform_conv import deform_conv2d
 from .spec import AttentionSpec, BackboneSpec
 
 EXPANSION = 4
 
 
 class DeformConv2dPack(nn.Module):
-    """DCN v1 3×3 conv whose offsets come from its own ``conv_offset`` (mmcv's ``DCN``).
+    """DCN v1 3×3 conv whose offsets come from its own ``conv_offset`` (mmcv's ``DCN``), computed
+    by torchvision's ``deform_conv2d``.
 
-    The offset layout (per tap, row-major: Δy, Δx) is the same in mmcv and torchvision.
+    The offset layout (per tap, row-major: Δy, Δx) is the same in mmcv and torchvision. mmcv's
+    DCN in a ResNet has no bias (``bias=False``, the default), like ``nn.Conv2d(bias=False)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int, bias: bool = False) -> None:
         super().__init__()
         self.stride = stride
         self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.conv_offset = nn.Conv2d(in_channels, 2 * 3 * 3, 3, stride=stride, padding=1, bias=True)
-        self.register_parameter("bias", None)  # mmcv's DCN has none; set when a BN is folded in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (Tensor[N, C_in, H, W]) → Tensor[N, C_out, H / stride, W / stride]."""
-        return deform_conv2d(x, self.conv_offset(x), self.weight, self.bias, stride=self.stride, padding=1)
+        offset = self.conv_offset(x)
+        # Under autocast x and offset may be reduced precision; the kernel wants the weight's dtype.
+        dtype = self.weight.dtype
+        return deform_conv2d(x.to(dtype), offset.to(dtype), self.weight, self.bias, stride=self.stride, padding=1)
 
 
 class Bottleneck(nn.Module):
@@ -75,10 +80,14 @@ class Bottleneck(nn.Module):
                 position_magnitude=attention.position_magnitude,
             )
 
+    def conv2_features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 → BN → ReLU → conv2 → BN → ReLU: the attention block's input, (N, planes, H', W')."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.conv2_features(x)
         if self.gen_attention_block is not None:
             out = self.gen_attention_block(out)
         out = self.bn3(self.conv3(out))
@@ -125,10 +134,21 @@ class ResNet(nn.Module):
                 module.eval()
         return self
 
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 → BN → ReLU → max-pool: (N, 3, Hp, Wp) → (N, 64, Hp / 4, Wp / 4)."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.stem(x)
         features = []
         for name in self.stage_names:
             x = getattr(self, name)(x)
             features.append(x)
         return features
+
+    def block_input(self, x: torch.Tensor, *, stage: int, block: int) -> torch.Tensor:
+        """The input of block ``block`` (0-based) of ``stage`` (1-based) for images x (N, 3, Hp, Wp)."""
+        x = self.stem(x)
+        for name in self.stage_names[: stage - 1]:
+            x = getattr(self, name)(x)
+        return getattr(self, self.stage_names[stage - 1])[:block](x)

@@ -97,11 +97,6 @@ def batched_nms(
     return kept[scores[kept].sort(descending=True)[1]]
 
 
-def box_areas(boxes: torch.Tensor) -> torch.Tensor:
-    """(x2 - x1) * (y2 - y1) of Tensor[K, 4]."""
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
 def rescale_boxes(boxes: torch.Tensor, scale_factor: tuple[float, float]) -> torch.Tensor:
     """Map boxes (Tensor[K, 4C]) from resized to original pixels: multiply by (1/sw, 1/sh), as mmdet."""
     factors = boxes.new_tensor([1 / scale_factor[0], 1 / scale_factor[1]]).repeat(boxes.size(-1) // 2)

@@ -57,10 +57,14 @@ class ImageBatch:
 
 
 def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, int]:
-    """mmcv's keep-ratio target size: largest size fitting ``scale`` (long, short) → (new_w, new_h)."""
+    """mmcv's keep-ratio target size: largest size fitting ``scale`` (long, short) → (new_w, new_h).
+
+    A side that mmcv's rounding takes to 0 pixels (aspect ratios beyond about 1:2700 at 1333×800,
+    where mmdet fails) is kept at 1 pixel, so every image gets a result.
+    """
     long_edge, short_edge = max(scale), min(scale)
     factor = min(long_edge / max(height, width), short_edge / min(height, width))
-    return int(width * factor + 0.5), int(height * factor + 0.5)
+    return max(int(width * factor + 0.5), 1), max(int(height * factor + 0.5), 1)
 
 
 def resize_keep_ratio(image: np.ndarray, spec: PreprocessSpec) -> ResizedImage:

@@ -11,19 +11,16 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import RoIAlign
 
 from .boxes import batched_nms, decode_deltas, rescale_boxes
-from .onednn import Linear
-from .roi_align import roi_align
 from .spec import RoISpec
 
 
 class Shared2FCBBoxHead(nn.Module):
     """flatten → fc → ReLU → fc → ReLU → (fc_cls, fc_reg); key names as mmdet's.
 
-    mmdet flattens each RoI in (C, S, S) order. After ``fuse.read_rois_channels_last`` the first
-    fc's columns are in (S, S, C) order instead and the RoI features are flattened that way, which
-    for channels-last features is a view rather than a transpose.
+    ``flatten`` turns each RoI's (C, S, S) features into one row in mmdet's (C, S, S) order.
     """
 
     def __init__(self, in_channels: int, spec: RoISpec) -> None:
@@ -31,25 +28,31 @@ class Shared2FCBBoxHead(nn.Module):
         self.roi_shape = (in_channels, spec.output_size, spec.output_size)  # (C, S, S) of one RoI
         flat = in_channels * spec.output_size * spec.output_size
         widths = [flat] + [spec.fc_out_channels] * spec.num_shared_fcs
-        self.shared_fcs = nn.ModuleList(Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.fc_cls = Linear(spec.fc_out_channels, spec.num_classes + 1)
-        self.fc_reg = Linear(spec.fc_out_channels, spec.num_classes * 4)
-        self.reads_channels_last = False
+        self.flatten = nn.Flatten(start_dim=1)
+        self.shared_fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.fc_cls = nn.Linear(spec.fc_out_channels, spec.num_classes + 1)
+        self.fc_reg = nn.Linear(spec.fc_out_channels, spec.num_classes * 4)
 
     def forward(self, roi_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """roi_features (Tensor[K, C, S, S]) → logits (Tensor[K, K_cls]), deltas (Tensor[K, R])."""
-        x = roi_features.permute(0, 2, 3, 1).flatten(1) if self.reads_channels_last else roi_features.flatten(1)
+        x = self.flatten(roi_features)  # (K, C·S·S)
         for fc in self.shared_fcs:
             x = F.relu(fc(x))
         return self.fc_cls(x), self.fc_reg(x)
 
 
 class StandardRoIHead(nn.Module):
-    """Holds ``bbox_head`` (checkpoint prefix ``roi_head.bbox_head``) and the RoI extraction."""
+    """Holds ``bbox_head`` (checkpoint prefix ``roi_head.bbox_head``) and the RoI extraction:
+    one aligned ``RoIAlign`` per pyramid level in ``roi_layers`` (no weights, as mmdet's
+    ``bbox_roi_extractor.roi_layers``)."""
 
     def __init__(self, in_channels: int, spec: RoISpec) -> None:
         super().__init__()
         self.spec = spec
+        self.roi_layers = nn.ModuleList(
+            RoIAlign(spec.output_size, spatial_scale=1.0 / stride, sampling_ratio=spec.sampling_ratio, aligned=True)
+            for stride in spec.featmap_strides
+        )
         self.bbox_head = Shared2FCBBoxHead(in_channels, spec)
 
     def forward(
@@ -64,8 +67,8 @@ class StandardRoIHead(nn.Module):
         rois = proposals_to_rois(proposals)
         if rois.shape[0] == 0:
             return [empty_detections(rois.device) for _ in proposals]
-        levels = features[: len(self.spec.featmap_strides)]
-        logits, deltas = self.bbox_head(extract_roi_features(levels, rois, self.spec))
+        roi_features = extract_roi_features(features, rois, self.roi_layers, self.spec)
+        logits, deltas = self.bbox_head(roi_features)
         logits, deltas = logits.float(), deltas.float()
         counts = [len(p) for p in proposals]
         return [
@@ -89,24 +92,29 @@ def map_roi_levels(rois: torch.Tensor, num_levels: int, finest_scale: float) -> 
     return levels.clamp(min=0, max=num_levels - 1).long()
 
 
-def extract_roi_features(features: Sequence[torch.Tensor], rois: torch.Tensor, spec: RoISpec) -> torch.Tensor:
-    """Aligned RoIAlign of each RoI on its level (mmdet ``SingleRoIExtractor``): Tensor[K, C, S, S],
-    channels-last in memory."""
-    size = spec.output_size
-    levels = map_roi_levels(rois, len(features), spec.finest_scale)
+def extract_roi_features(
+    features: Sequence[torch.Tensor], rois: torch.Tensor, roi_layers: Sequence[nn.Module], spec: RoISpec
+) -> torch.Tensor:
+    """Each RoI pooled on its level (mmdet ``SingleRoIExtractor``): Tensor[K, C, S, S].
+
+    features: P2.. (N, C, H_l, W_l), of which the first ``len(roi_layers)`` are used; rois: (K, 5)
+    from ``proposals_to_rois``; roi_layers: per level a pooling module called as ``layer(feature,
+    rois)``. A degenerate RoI (NaN level, as in mmdet) keeps zero features.
+    """
+    levels = map_roi_levels(rois, len(roi_layers), spec.finest_scale)
     pooled_levels = []
-    for level, (feature, stride) in enumerate(zip(features, spec.featmap_strides)):
+    for level, (feature, pool) in enumerate(zip(features, roi_layers)):
         indices = (levels == level).nonzero(as_tuple=False).squeeze(1)
         if indices.numel() > 0:
-            pooled = roi_align(
-                feature, rois[indices], output_size=size, spatial_scale=1.0 / stride, sampling_ratio=spec.sampling_ratio
-            )
-            pooled_levels.append((indices, pooled))
+            pooled_levels.append((indices, pool(feature, rois[indices])))
     if len(pooled_levels) == 1 and pooled_levels[0][0].numel() == rois.size(0):
         return pooled_levels[0][1]  # every RoI on one level: already in RoI order
-    # Channels-last (K, S, S, C) memory; a degenerate RoI (NaN level, as in mmdet) keeps zeros.
-    channels = features[0].size(1)
-    out = features[0].new_zeros((rois.size(0), size, size, channels)).permute(0, 3, 1, 2)
+    # Zeros in the pooling's memory layout, so that the copies below do not transpose.
+    channels_last = bool(pooled_levels) and pooled_levels[0][1].is_contiguous(memory_format=torch.channels_last)
+    out = torch.empty(
+        (rois.size(0), features[0].size(1), spec.output_size, spec.output_size), dtype=features[0].dtype,
+        device=features[0].device, memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    ).zero_()  # fmt: skip
     for indices, pooled in pooled_levels:
         out[indices] = pooled
     return out

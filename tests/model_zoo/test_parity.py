@@ -7,6 +7,9 @@ seed recorded in the fixture) run through ``mmdet.apis.inference_detector`` on t
 detections captured by hooks. mmdet itself is not needed here: we regenerate the same checkpoint,
 load it the way users do (``load_detector``) and compare stage by stage, so a failure names the
 first stage that diverges. Tolerances are in ``tools/parity.py`` and explained in the README.
+
+Every comparison runs three ways on CPU: the plain model definition (no inference pass), the
+``portable`` kernels (what CUDA runs: torchvision ops, one SDPA call) and the ``fast`` CPU kernels.
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ def _load_tool():
 parity = _load_tool()
 
 VARIANTS = ("attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn")
+# How the detector runs: load_detector options of each way.
+WAYS = {
+    "plain": {"inference_pass": False},
+    "portable": {"cpu_kernels": "portable"},
+    "fast": {"cpu_kernels": "fast"},
+}
 IMAGES = [p.name for p in parity.list_images()]
 # One official-scale (1333x800) image per variant; together they cover every image kind but one.
 FULL_SCALE_IMAGE = {
@@ -74,10 +83,10 @@ def checkpoint(request, tmp_path_factory, registry):
     path.unlink()
 
 
-@pytest.fixture(scope="module")
-def small_detector(checkpoint, registry):
+@pytest.fixture(scope="module", params=list(WAYS))
+def small_detector(checkpoint, registry, request):
     variant, path = checkpoint
-    return variant, parity.our_detector(variant, path, fixture(variant, "small")["scale"], registry)
+    return variant, parity.our_detector(variant, path, fixture(variant, "small")["scale"], registry, **WAYS[request.param])
 
 
 def test_fixtures_cover_every_variant_image_and_kind():
@@ -141,11 +150,12 @@ def test_small_scale_matches_mmdet_stage_by_stage(small_detector, image):
 
 
 @pytest.mark.slow
-def test_full_scale_matches_mmdet(checkpoint, registry):
+@pytest.mark.parametrize("way", list(WAYS))
+def test_full_scale_matches_mmdet(checkpoint, registry, way):
     variant, path = checkpoint
     image = FULL_SCALE_IMAGE[variant]
     reference = fixture(variant, "full")
-    detector = parity.our_detector(variant, path, reference["scale"], registry)
+    detector = parity.our_detector(variant, path, reference["scale"], registry, **WAYS[way])
     result, captured = parity.run_ours(detector, parity.IMAGES / image)
     report = parity.compare_image(variant, "full", image, reference["images"][image], result, captured)
     assert not report.problems, "diverges from mmdet (earliest stage first):\n" + "\n".join(report.problems)

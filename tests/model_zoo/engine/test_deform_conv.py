@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
-from model_zoo.engine.deform_conv import bilinear_corners, deform_conv2d
+from model_zoo.engine.backbone import DeformConv2dPack
+from model_zoo.engine.cpu_kernels.deform_conv import SparseDeformConv2d, bilinear_corners, sparse_deform_conv2d
 
 
 def random_case(batch: int, channels: int, out_channels: int, height: int, width: int, stride: int, seed: int):
@@ -30,7 +31,7 @@ def test_matches_torchvision_kernel(stride: int, channels_last: bool, with_bias:
         x = x.contiguous(memory_format=torch.channels_last)
     bias = bias if with_bias else None
     expected = torchvision_deform_conv2d(x, offset, weight, bias, stride=stride, padding=1)
-    got = deform_conv2d(x, offset, weight, bias, stride=stride, padding=1)
+    got = sparse_deform_conv2d(x, offset, weight, bias, stride=stride, padding=1)
     assert got.shape == expected.shape
     assert got.is_contiguous(memory_format=torch.channels_last)
     assert (got - expected).abs().max() <= 1e-6 * expected.abs().max()
@@ -38,7 +39,7 @@ def test_matches_torchvision_kernel(stride: int, channels_last: bool, with_bias:
 
 def test_zero_offsets_are_a_plain_convolution() -> None:
     x, offset, weight, bias = random_case(1, 6, 4, 7, 8, 1, seed=3)
-    got = deform_conv2d(x, torch.zeros_like(offset), weight, bias, stride=1)
+    got = sparse_deform_conv2d(x, torch.zeros_like(offset), weight, bias, stride=1)
     expected = F.conv2d(x, weight, bias, padding=1)
     assert (got - expected).abs().max() <= 1e-6 * expected.abs().max()
 
@@ -59,9 +60,9 @@ def test_border_rule() -> None:
 
 def test_batched_images_do_not_mix() -> None:
     x, offset, weight, bias = random_case(3, 4, 6, 6, 6, 1, seed=4)
-    batched = deform_conv2d(x, offset, weight, bias, stride=1)
+    batched = sparse_deform_conv2d(x, offset, weight, bias, stride=1)
     for n in range(3):
-        single = deform_conv2d(x[n : n + 1], offset[n : n + 1], weight, bias, stride=1)
+        single = sparse_deform_conv2d(x[n : n + 1], offset[n : n + 1], weight, bias, stride=1)
         assert torch.allclose(batched[n : n + 1], single, atol=1e-6)
 
 
@@ -70,5 +71,23 @@ def test_bf16_autocast_stays_close(stride: int) -> None:
     x, offset, weight, bias = random_case(1, 8, 8, 9, 9, stride, seed=5)
     expected = torchvision_deform_conv2d(x, offset, weight, bias, stride=stride, padding=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = deform_conv2d(x, offset, weight, bias, stride=stride)
+        got = sparse_deform_conv2d(x, offset, weight, bias, stride=stride)
     assert (got.float() - expected).abs().max() <= 2e-2 * expected.abs().max()
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_sparse_module_computes_the_plain_module(with_bias: bool) -> None:
+    """The module the fast kernels swap in: same parameters (shared), same output as the backbone's
+    torchvision-backed ``DeformConv2dPack``."""
+    generator = torch.Generator().manual_seed(6)
+    plain = DeformConv2dPack(8, 6, stride=2, bias=with_bias)
+    with torch.no_grad():
+        for parameter in plain.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    swapped = SparseDeformConv2d.from_module(plain)
+    assert list(swapped.state_dict()) == list(plain.state_dict())
+    assert swapped.weight.data_ptr() == plain.weight.data_ptr()
+    x = torch.randn(2, 8, 9, 11, generator=generator)
+    with torch.no_grad():
+        expected, got = plain(x), swapped(x)
+    assert (got - expected).abs().max() <= 1e-6 * expected.abs().max()

@@ -1,5 +1,4 @@
 import cv2
-import numpy as np
 import pytest
 import torch
 
@@ -47,16 +46,13 @@ def test_detections_are_well_formed(detector):
 
 
 def test_batch_of_same_shape_equals_single(detector):
+    """Bit-identical (issue 12): the batch does not change an image's detections at all."""
     first, second = calibration_image(12), calibration_image(13)
     prepared = [detector.prepare(first), detector.prepare(second)]
     together = detector.infer(prepared)
     alone = [detector.infer([p])[0] for p in prepared]
-    for batched, single in zip(together, alone):
-        assert len(batched.detections) == len(single.detections)
-        for a, b in zip(batched.detections, single.detections):
-            assert a.label == b.label
-            assert a.score == pytest.approx(b.score, abs=1e-5)
-            assert np.allclose(a.bbox, b.bbox, atol=1e-3)
+    assert all(len(single.detections) > 0 for single in alone)
+    assert together == alone
 
 
 def test_inputs_bytes_path_and_array_agree(detector, tmp_path):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchvision.ops import roi_align as torchvision_roi_align
 
-from model_zoo.engine.fuse import read_rois_channels_last
-from model_zoo.engine.roi_align import roi_align
-from model_zoo.engine.roi_head import Shared2FCBBoxHead, extract_roi_features, map_roi_levels
+from model_zoo.engine.cpu_kernels.roi_align import SparseRoIAlign, sparse_roi_align
+from model_zoo.engine.inference_pass import read_rois_channels_last
+from model_zoo.engine.roi_head import Shared2FCBBoxHead, StandardRoIHead, extract_roi_features, map_roi_levels
 from model_zoo.registry import load_registry
 
 
@@ -36,7 +36,7 @@ def test_matches_torchvision_kernel(sampling_ratio: int, channels_last: bool) ->
         feature = feature.contiguous(memory_format=torch.channels_last)
     rois = random_rois(60, 2, (23 * 8, 31 * 8), seed=1)
     expected = torchvision_roi_align(feature, rois, (7, 7), 1 / 8, sampling_ratio, aligned=True)
-    got = roi_align(feature, rois, output_size=7, spatial_scale=1 / 8, sampling_ratio=sampling_ratio)
+    got = sparse_roi_align(feature, rois, output_size=7, spatial_scale=1 / 8, sampling_ratio=sampling_ratio)
     assert got.shape == expected.shape == (60, 16, 7, 7)
     assert got.is_contiguous(memory_format=torch.channels_last)
     assert (got - expected).abs().max() <= 1e-6 * expected.abs().max()
@@ -45,7 +45,8 @@ def test_matches_torchvision_kernel(sampling_ratio: int, channels_last: bool) ->
 
 
 def test_levels_and_channels_last_head_match_mmdet_order() -> None:
-    """Features from several levels, then the head with its fc permuted: same logits as flattening
+    """Features from several levels, then the head: the plain head's torchvision RoIAlign layers,
+    and the fast kernels' sparse layers with the fc permuted, give the logits of flattening
     torchvision's NCHW RoI features in mmdet's order."""
     # the registry's RoI settings (adaptive sampling, finest scale 56, strides 4–32), a narrow head
     spec = dataclasses.replace(load_registry().resolve("attn0010").arch.roi, fc_out_channels=32, num_classes=3)
@@ -60,7 +61,12 @@ def test_levels_and_channels_last_head_match_mmdet_order() -> None:
     for level, stride in enumerate(spec.featmap_strides):
         chosen = levels == level
         expected_features[chosen] = torchvision_roi_align(features[level], rois[chosen], (7, 7), 1 / stride, 0, aligned=True)
-    got_features = extract_roi_features(features, rois, spec)
+    plain_layers = StandardRoIHead(8, spec).roi_layers
+    plain_features = extract_roi_features(features, rois, plain_layers, spec)
+    assert torch.equal(plain_features, expected_features)
+    sparse_layers = [SparseRoIAlign.from_module(layer) for layer in plain_layers]
+    got_features = extract_roi_features(features, rois, sparse_layers, spec)
+    assert got_features.is_contiguous(memory_format=torch.channels_last)
     assert (got_features - expected_features).abs().max() <= 1e-6 * expected_features.abs().max()
 
     head = Shared2FCBBoxHead(8, spec).eval()

@@ -7,7 +7,8 @@ channels-last image of M pixels with K channels, so it can run there instead. Me
 2-core AMD EPYC of BENCHMARKS.md: the box head's (1000 × 12544) · (12544 × 1024) at ≈350 GFLOP/s
 this way, ≈210 through ``F.linear``; one stage-3 ``1111`` attention block 2.2× faster than SDPA.
 The products and sums are the same; only their rounding order differs. Other devices keep the
-plain ops.
+plain ops. ``OneDNNLinear`` and ``OneDNNGeneralizedAttention`` are the modules the inference pass
+swaps in for the model's ``nn.Linear`` box-head layers and attention blocks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..attention import GeneralizedAttention
 
 # Queries per attention chunk: the chunk's energies (heads × chunk × keys) stay in cache and the
 # whole (queries × keys) matrix is never built. 256–384 were fastest for stage-3 sizes.
@@ -39,11 +42,38 @@ def linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     return _image_as_rows(F.conv2d(_rows_as_image(rows), weight.view(*weight.shape, 1, 1), bias))
 
 
-class Linear(nn.Linear):
+class OneDNNLinear(nn.Linear):
     """``nn.Linear`` (same parameters and state-dict keys) computed by ``linear`` above."""
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear) -> OneDNNLinear:
+        """A layer sharing ``layer``'s parameters."""
+        swapped = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+        swapped.load_state_dict(layer.state_dict(), assign=True)
+        return swapped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+
+class OneDNNGeneralizedAttention(GeneralizedAttention):
+    """``GeneralizedAttention`` whose query–key–value products run as oneDNN chunks (``attention``)."""
+
+    @classmethod
+    def from_module(cls, block: GeneralizedAttention) -> OneDNNGeneralizedAttention:
+        """A block sharing ``block``'s parameters."""
+        with torch.device("meta"):
+            swapped = cls(
+                block.in_channels, num_heads=block.num_heads, attention_type=block.attention_type,
+                kv_stride=block.kv_stride, position_magnitude=block.position_magnitude,
+            )  # fmt: skip
+        swapped.load_state_dict(block.state_dict(), assign=True)
+        return swapped
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        if query.device.type != "cpu":
+            return super().attend(query, key, value)
+        return attention(query, key, value)
 
 
 def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

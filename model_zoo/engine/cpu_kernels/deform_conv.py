@@ -11,15 +11,15 @@ one sparse product (``sparse.py``) writes the nine samples of every output posit
 (H_out·W_out, 9·C_in), and one GEMM (``onednn.linear``) applies the weights. torchvision's CPU
 ``deform_conv2d`` builds the same column buffer with a single thread; this is 3–8× faster. The
 corner weights are computed as torchvision's and mmcv's bilinear kernels do (same floor, same
-border rules); only the order of the final sums differs (≈1e-7 relative). CUDA keeps
-torchvision's fused kernel.
+border rules); only the order of the final sums differs (≈1e-7 relative).
+``SparseDeformConv2d`` is the module the inference pass swaps in for the backbone's DCNs.
 """
 
 from __future__ import annotations
 
 import torch
-from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
+from ..backbone import DeformConv2dPack
 from .onednn import linear
 from .sparse import CORNERS, csr_matrix, sparse_matmul
 
@@ -27,7 +27,25 @@ KERNEL_SIZE = 3
 TAPS = KERNEL_SIZE * KERNEL_SIZE
 
 
-def deform_conv2d(
+class SparseDeformConv2d(DeformConv2dPack):
+    """``DeformConv2dPack`` (same parameters) computed by ``sparse_deform_conv2d`` on CPU."""
+
+    @classmethod
+    def from_module(cls, conv: DeformConv2dPack) -> SparseDeformConv2d:
+        """A DCN sharing ``conv``'s parameters (and its bias, if it has one)."""
+        out_channels, in_channels = conv.weight.shape[:2]
+        with torch.device("meta"):
+            swapped = cls(in_channels, out_channels, stride=conv.stride, bias=conv.bias is not None)
+        swapped.load_state_dict(conv.state_dict(), assign=True)
+        return swapped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        return sparse_deform_conv2d(x, self.conv_offset(x), self.weight, self.bias, stride=self.stride, padding=1)
+
+
+def sparse_deform_conv2d(
     x: torch.Tensor,
     offset: torch.Tensor,
     weight: torch.Tensor,
@@ -36,16 +54,13 @@ def deform_conv2d(
     stride: int,
     padding: int = 1,
 ) -> torch.Tensor:
-    """3×3 DCN v1, same contract as ``torchvision.ops.deform_conv2d`` (dilation 1, one group).
+    """3×3 DCN v1 on CPU, same contract as ``torchvision.ops.deform_conv2d`` (dilation 1, one group).
 
     x: (N, C_in, H, W); offset: (N, 18, H_out, W_out), per tap (Δy, Δx) row-major, in input
     pixels; weight: (C_out, C_in, 3, 3); bias: (C_out,) or None. Returns (N, C_out, H_out, W_out)
-    in channels-last memory format on CPU. Under autocast the dense products follow autocast; the
+    in channels-last memory format. Under autocast the dense products follow autocast; the
     sampling is fp32.
     """
-    if x.device.type != "cpu":
-        dtype = weight.dtype
-        return torchvision_deform_conv2d(x.to(dtype), offset.to(dtype), weight, bias, stride=stride, padding=padding)
     batch, in_channels, height, width = x.shape
     out_channels = weight.shape[0]
     out_height, out_width = offset.shape[-2:]

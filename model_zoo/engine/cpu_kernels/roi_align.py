@@ -4,12 +4,13 @@ Each output bin averages ``grid_h × grid_w`` bilinear samples of the feature ma
 weighted sum of feature-map pixels: with the level's features as rows ``X: (N·H·W, C)``
 (channels-last, a view) the pooled features of all RoIs are ``S · X`` for a sparse ``S`` with
 ``grid_h · grid_w · 4`` entries per bin (see ``sparse.py``). The result comes out channels-last,
-(K, S, S, C), which the box head's first fc reads without a transpose (``fuse.py``).
+(K, S, S, C), which the box head reads without a transpose once ``inference_pass`` has permuted its first fc.
 
 torchvision's CPU kernel loops over channels of an NCHW map (and first copies a channels-last
 map to NCHW); this runs on MKL with every thread. Sample positions and corner weights follow the
 kernel's float32 arithmetic step by step; only the order of the final sum differs (≈1e-7
-relative). CUDA keeps torchvision's kernel.
+relative). ``SparseRoIAlign`` is the module the inference pass swaps in for the RoI head's
+``torchvision.ops.RoIAlign`` layers.
 """
 
 from __future__ import annotations
@@ -17,26 +18,38 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torchvision.ops import roi_align as torchvision_roi_align
+from torchvision.ops import RoIAlign
 
 from .sparse import CORNERS, csr_matrix, sparse_matmul
 
 
-def roi_align(
+class SparseRoIAlign(RoIAlign):
+    """Aligned ``torchvision.ops.RoIAlign`` computed by ``sparse_roi_align`` on CPU, where its
+    output is channels-last."""
+
+    @classmethod
+    def from_module(cls, layer: RoIAlign) -> SparseRoIAlign:
+        if not layer.aligned:
+            raise ValueError("only aligned RoIAlign (aligned=True, as mmdet's) has a sparse version")
+        return cls(layer.output_size, layer.spatial_scale, layer.sampling_ratio, aligned=True)
+
+    def forward(self, feature: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        if feature.device.type != "cpu":
+            return super().forward(feature, rois)
+        size = self.output_size if isinstance(self.output_size, int) else self.output_size[0]
+        return sparse_roi_align(feature, rois, output_size=size, spatial_scale=self.spatial_scale, sampling_ratio=self.sampling_ratio)
+
+
+def sparse_roi_align(
     feature: torch.Tensor, rois: torch.Tensor, *, output_size: int, spatial_scale: float, sampling_ratio: int
 ) -> torch.Tensor:
-    """Aligned RoIAlign of ``rois`` on one feature map.
+    """Aligned RoIAlign of ``rois`` on one CPU feature map.
 
     feature: (N, C, H, W); rois: (K, 5) of (image index, x1, y1, x2, y2) in input pixels;
     spatial_scale: feature pixels per input pixel (1 / stride); sampling_ratio: samples per bin
     and axis, 0 for mmdet's adaptive ``ceil(roi size / output_size)``. Returns (K, C, S, S) with
-    S = output_size: on CPU a channels-last tensor (memory order (K, S, S, C)).
+    S = output_size, a channels-last tensor (memory order (K, S, S, C)).
     """
-    if feature.device.type != "cpu":
-        return torchvision_roi_align(
-            feature, rois, output_size=(output_size, output_size), spatial_scale=spatial_scale,
-            sampling_ratio=sampling_ratio, aligned=True,
-        )  # fmt: skip
     batch, channels, height, width = feature.shape
     sampling = roi_sampling_matrix(
         rois.float(), (batch, height, width), output_size=output_size, spatial_scale=spatial_scale,

@@ -19,8 +19,15 @@ import torch
 
 CORNERS = 4  # a bilinear sample reads the four pixels around its point
 
-# Raised once per process by torch for any CSR tensor; the CSR × dense product used here is stable.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+def acknowledge_beta_warning() -> None:
+    """Create one CSR tensor with torch's "Sparse CSR tensor support is in beta state" warning
+    filtered. torch raises it once per process, so the products later stay quiet; the CSR × dense
+    product used here is stable. Called when the sparse kernels are swapped in (load time), so
+    no warnings filter is changed at import or during a forward."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        csr_matrix(1, torch.zeros(1, dtype=torch.long), torch.zeros(1), shape=(1, 1))
 
 
 def csr_matrix(
