@@ -19,13 +19,18 @@ _EXPORTS = {
     ),
     "model_zoo.predictor": ("Detection", "DetectionResult", "Detector", "PreparedImage", "load_detector", "resolve_device"),
     "model_zoo.runtime": ("keep_freed_memory",),
-    "model_zoo.registry": ("PublishedFigures", "Registry", "VariantEntry", "default_weights_dir", "load_registry"),
+    "model_zoo.registry": (
+        "PublishedFigures", "Registry", "VariantEntry", "default_weights_dir", "existing_weights_path",
+        "load_registry", "weights_path_for",
+    ),
     "model_zoo.synth": ("write_synthetic_checkpoint",),
     "model_zoo.visualize": ("class_color", "draw_detections", "draw_heatmap", "grid", "titled"),
     "model_zoo.attention_maps": (
         "AttentionMap", "AttentionQueryError", "attention_blocks", "attention_map", "check_attention_query",
     ),
-    "model_zoo.weights": ("FetchResult", "WeightsStatus", "fetch_weights", "weights_path_for", "weights_status"),
+    "model_zoo.weights": (
+        "FetchResult", "WeightsStatus", "fetch_weights", "hash_prefix_of", "sha256_file", "verify_weights", "weights_status",
+    ),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -38,14 +38,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model_zoo.errors import AttnzooError, WeightsMissingError
-from model_zoo.predictor import Detector, load_detector, resolve_device, weights_path_for
-from model_zoo.registry import Registry, VariantEntry, load_registry
+from model_zoo.predictor import Detector, load_detector, resolve_device
+from model_zoo.registry import Registry, VariantEntry, existing_weights_path, load_registry
 
 from .coco_data import CocoImage, CocoSplit, load_coco_split
 from .coco_metrics import evaluate_bbox, load_ground_truth, to_coco_result
 from .detections_log import DetectionsLog, merge_records, read_log
 from .report import ReportPaths, make_row, write_report
-from .speed import (
+from .timing import (
     ImageTiming,
     WarmupCounter,
     memory_kind,
@@ -115,7 +115,7 @@ def run_eval(options: EvalOptions) -> EvalOutcome:
     """Run the job; see the module docstring. Raises AttnzooError subclasses for bad input
     (unknown variant, missing data or weights) before any process group starts."""
     registry = load_registry(options.metafile)
-    entries = _resolve_variants(registry, options.variants)
+    entries = registry.resolve_many(options.variants or None)
     split = load_coco_split(options.coco_root, options.limit)
     _check_weights(entries, options.weights_dir)
     shard = Shard.from_env()
@@ -143,24 +143,16 @@ def run_eval(options: EvalOptions) -> EvalOutcome:
     return EvalOutcome(rows=rows, report=report)
 
 
-def _resolve_variants(registry: Registry, names: Sequence[str]) -> list[VariantEntry]:
-    entries = [registry.resolve(name) for name in names] if names else list(registry)
-    unique: dict[str, VariantEntry] = {}
-    for entry in entries:
-        unique.setdefault(entry.alias, entry)
-    return list(unique.values())
-
-
 def _check_weights(entries: Sequence[VariantEntry], weights_dir: Path | None) -> None:
     """Fail before hours of work if any checkpoint is absent, naming the fetch command."""
-    missing = [(entry, weights_path_for(entry, weights_dir)) for entry in entries]
-    missing = [(entry, path) for entry, path in missing if not path.is_file()]
-    if missing:
-        raise WeightsMissingError(
-            "; ".join(
-                f"checkpoint for {e.alias!r} not found at {str(p)!r}: run `attnzoo fetch {e.alias}`" for e, p in missing
-            )
-        )
+    problems = []
+    for entry in entries:
+        try:
+            existing_weights_path(entry, weights_dir)
+        except WeightsMissingError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise WeightsMissingError("; ".join(problems))
 
 
 def _rank_device(requested: str, shard: Shard) -> torch.device:
