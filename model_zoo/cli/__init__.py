@@ -2,14 +2,15 @@
 
 Each subcommand lives in its own module with ``register(subparsers, common)``; ``common`` is the
 parent parser carrying ``--metafile`` and ``--weights-dir``, which every command accepts.
-Domain errors are printed as one line on stderr with exit status 2, never a traceback.
+Every error is one line on stderr with a non-zero exit status, never a traceback: domain errors
+and usage mistakes exit with 2, an operating-system error (a file that cannot be written) with 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from model_zoo.errors import AttnzooError
 
@@ -17,6 +18,13 @@ from . import eval as eval_command
 from . import fetch, models, predict, serve, synth_weights
 
 SUBCOMMANDS = (predict, synth_weights, fetch, models, eval_command, serve)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (``attnzoo predict: error: ...``), not usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="directory holding checkpoints under their URL file names (env ATTNZOO_WEIGHTS_DIR, default weights/)",
     )
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="attnzoo",
         description="Empirical Attention Faster R-CNN model zoo: predict, fetch weights, evaluate, serve.",
     )
@@ -52,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `attnzoo models --json | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # e.g. an output directory that cannot be written
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        print(f"attnzoo {args.command}: error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"attnzoo {args.command}: interrupted", file=sys.stderr)
         return 130

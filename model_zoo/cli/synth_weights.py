@@ -10,6 +10,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "synth-weights",
         parents=[common],
         help="write a synthetic checkpoint with the official file's keys, shapes and layout",
+        description="Write a deterministic synthetic checkpoint of VARIANT: random but well-conditioned "
+        "weights with exactly the keys, shapes and file layout of the official mmdet checkpoint, so that "
+        "every command and the service run without the real weights (detections are meaningless). "
+        "The same variant and seed always give the same file.",
     )
     parser.add_argument("--variant", required=True, help="short name (attn1111, ...) or full metafile name")
     parser.add_argument("--out", required=True, help="output .pth path")

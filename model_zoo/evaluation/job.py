@@ -67,6 +67,7 @@ class EvalOptions:
     limit: int | None = None  # first N images of the annotation file
     out_dir: Path = Path("results")
     device: str = "auto"  # auto | cpu | cuda
+    cpu_kernels: str = "fast"  # fast | portable (ATTNZOO_CPU_KERNELS)
     metafile: Path | None = None
     weights_dir: Path | None = None
     progress: bool = True
