@@ -12,6 +12,9 @@ from typing import Any
 
 _EXPORTS = {
     "model_zoo.categories": ("COCO_CATEGORY_IDS", "COCO_CLASSES", "LABEL_BY_CATEGORY_ID", "LABEL_BY_NAME"),
+    "model_zoo.demo_weights": (
+        "WeightsSource", "demo_weights_dir", "ensure_demo_weights", "weights_or_stand_in", "weights_source",
+    ),
     "model_zoo.images": ("decode_image_bytes", "load_image"),
     "model_zoo.errors": (
         "AttnzooError", "CheckpointError", "DownloadError", "HashMismatchError", "ImageDecodeError",
