@@ -47,6 +47,22 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto (CUDA if available)"
     )
     add_cpu_kernels_option(parser)
+    parser.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help="run the images through this live service (e.g. http://127.0.0.1:8000) instead of a local model; "
+        "the table records the endpoint and the weights sha256 it reports",
+    )
+    parser.add_argument(
+        "--endpoint-protocol",
+        default="attnzoo",
+        choices=("attnzoo", "v2"),
+        help="attnzoo: POST /detect (default); v2: the Open Inference Protocol (KServe/Triton REST)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive_int, default=4, metavar="N", help="requests in flight to --endpoint (default 4)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
     parser.set_defaults(func=run)
 
@@ -69,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
             metafile=Path(args.metafile) if args.metafile else None,
             weights_dir=Path(args.weights_dir) if args.weights_dir else None,
             progress=not args.no_progress,
+            endpoint=args.endpoint,
+            endpoint_protocol=args.endpoint_protocol,
+            concurrency=args.concurrency,
         )
     )
     if outcome.report is None:  # torchrun ranks other than 0 report nothing
