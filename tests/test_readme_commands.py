@@ -20,34 +20,31 @@ Stand-ins, all local and real (processes, files, HTTP):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterator
 
-import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-sys.path.insert(0, str(REPO / "tests" / "model_zoo" / "evaluation"))
+sys.path[:0] = [str(REPO / "tests" / "model_zoo" / "evaluation"), str(REPO / "tests" / "deploy")]
+from deploy_support import clean_env, free_port, running  # noqa: E402
 from tiny_coco import SCENES, write_coco_root  # noqa: E402
 
 PHOTOS = {"photo.jpg": "astronaut_portrait.jpg", "other.png": "coffee_landscape.png"}
 ALIASES = ("attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn")
-START_TIMEOUT_S = 120.0
 
 NOT_RUN: dict[str, str] = {
     "scripts/serve": "installs the package into .venv (scripts/setup-venv) and fetches from the internet; "
@@ -128,20 +125,8 @@ class Sandbox:
     root: Path  # the working directory of every command
     env: dict[str, str]
     fetch_env: dict[str, str]  # the same, with an empty weights dir
-    server: subprocess.Popen | None = None  # the `localhost:8000` stand-in, started at the first curl
-    server_url: str = ""  # host:port
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return {**env, **extra}
+    servers: contextlib.ExitStack  # stops what was started
+    server_url: str = ""  # host:port of the `localhost:8000` stand-in, started at the first curl
 
 
 @pytest.fixture(scope="module")
@@ -192,48 +177,13 @@ def sandbox(tmp_path_factory, weights_server) -> Iterator[Sandbox]:
     (root / ".venv").symlink_to(REPO / ".venv")
     (root / "tmp").mkdir()
     settings = {"ATTNZOO_METAFILE": str(zoo / "metafile.yml"), "ATTNZOO_WEIGHTS_DIR": str(weights_dir)}
-    box = Sandbox(
-        root=root,
-        env=_clean_env(**settings),
-        fetch_env=_clean_env(**{**settings, "ATTNZOO_WEIGHTS_DIR": str(zoo / "fetched")}),
-    )
-    try:
-        yield box
-    finally:
-        if box.server is not None:
-            _stop(box.server)
-
-
-def _spawn(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_until_ok(process: subprocess.Popen, url: str) -> None:
-    """Until GET ``url`` answers 200 (the process stopped if it exits or takes too long)."""
-    argv = process.args
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"{shlex.join(argv)} exited with {process.returncode}: {process.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            _stop(process)
-            raise AssertionError(f"{shlex.join(argv)}: {url} not 200 within {START_TIMEOUT_S:g} s")
-        time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen) -> int:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    return process.returncode
+    with contextlib.ExitStack() as servers:
+        yield Sandbox(
+            root=root,
+            env=clean_env(**settings),
+            fetch_env=clean_env(**{**settings, "ATTNZOO_WEIGHTS_DIR": str(zoo / "fetched")}),
+            servers=servers,
+        )
 
 
 # --------------------------------------------------------------------------- the rules
@@ -266,18 +216,19 @@ def run_serve(command: str, box: Sandbox) -> None:
     port = free_port()
     if "--port" in argv:
         argv[argv.index("--port") + 1] = str(port)
-    process = _spawn(argv, {**box.env, "ATTNZOO_PORT": str(port)}, box.root)
-    _wait_until_ok(process, f"http://127.0.0.1:{port}/healthz")
-    assert _stop(process) == 0
+    env, url = {**box.env, "ATTNZOO_PORT": str(port)}, f"http://127.0.0.1:{port}"
+    with running(argv, env=env, url=url, log=box.root / f"serve-{port}.log", ready_path="/healthz"):
+        pass
 
 
 def run_curl(command: str, box: Sandbox) -> None:
     """``curl ... localhost:8000/...``: against this checkout's server; HTTP errors fail (``--fail``)."""
-    if box.server is None:  # every variant of the stand-in registry, loaded before the first curl
+    if not box.server_url:  # every variant of the stand-in registry, loaded before the first curl
         port = free_port()
         box.server_url = f"127.0.0.1:{port}"
-        box.server = _spawn([str(REPO / ".venv" / "bin" / "attnzoo"), "serve", "--port", str(port)], box.env, box.root)
-        _wait_until_ok(box.server, f"http://{box.server_url}/readyz")
+        argv = [str(REPO / ".venv" / "bin" / "attnzoo"), "serve", "--port", str(port)]
+        log = box.root / "server.log"
+        box.servers.enter_context(running(argv, env=box.env, url=f"http://{box.server_url}", log=log, ready_path="/readyz"))
     argv = shlex.split(command.replace("localhost:8000", box.server_url))
     _run([argv[0], "--fail-with-body", "--silent", "--show-error", *argv[1:]], box.env, box.root)
     if "-o" in argv:

@@ -5,13 +5,8 @@ against a real HTTP server."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,49 +24,28 @@ from model_zoo.evaluation.endpoint import MAX_ATTEMPTS, EndpointError, retry_aft
 from model_zoo.weights import sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
-ATTNZOO = Path(sys.executable).with_name("attnzoo")
+sys.path.insert(0, str(REPO / "tests" / "deploy"))
+from deploy_support import clean_env, free_port, running, serve_command  # noqa: E402
+
 VARIANT = "attn0010"
 
 
 @pytest.fixture(scope="module")
-def service(synthetic_zoo) -> Iterator[str]:
+def service(synthetic_zoo, tmp_path_factory) -> Iterator[str]:
     """``attnzoo serve`` of this checkout with the synthetic zoo; one request per forward
     (max batch 1, as the local job runs) and the test process's thread count."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
-    env.update(
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    port = free_port()
+    env = clean_env(
         OMP_NUM_THREADS=str(torch.get_num_threads()),
         ATTNZOO_METAFILE=str(synthetic_zoo.metafile),
         ATTNZOO_WEIGHTS_DIR=str(synthetic_zoo.weights_dir),
         ATTNZOO_MAX_BATCH="1",
         ATTNZOO_DEVICE="cpu",
     )
-    process = subprocess.Popen(
-        [str(ATTNZOO), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, process.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "the service was not ready within 180 s"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with running(serve_command(port), env=env, url=url, log=log, ready_path="/readyz") as process:
+        yield process.url
 
 
 def _eval(tiny_coco, synthetic_zoo, out: Path, *extra: str) -> dict:
