@@ -126,7 +126,7 @@ class Sandbox:
     env: dict[str, str]
     fetch_env: dict[str, str]  # the same, with an empty weights dir
     servers: contextlib.ExitStack  # stops what was started
-    server_url: str = ""  # host:port of the `localhost:8000` stand-in, started at the first curl
+    server_url: str = ""  # host:port of the `localhost:8000` stand-in (local_service)
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +195,23 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
     return done
 
 
+def local_service(box: Sandbox) -> str:
+    """host:port of the ``localhost:8000`` stand-in: every variant of the stand-in registry,
+    started on first use and loaded before this returns."""
+    if not box.server_url:
+        port = free_port()
+        box.server_url = f"127.0.0.1:{port}"
+        argv = [str(REPO / ".venv" / "bin" / "attnzoo"), "serve", "--port", str(port)]
+        url, log = f"http://{box.server_url}", box.root / "server.log"
+        box.servers.enter_context(running(argv, env=box.env, url=url, log=log, ready_path="/readyz"))
+    return box.server_url
+
+
 def run_attnzoo(command: str, box: Sandbox) -> None:
-    """``.venv/bin/attnzoo SUBCOMMAND ...``: as written, ``/tmp/`` moved into the sandbox."""
+    """``.venv/bin/attnzoo SUBCOMMAND ...``: as written, ``/tmp/`` moved into the sandbox (and
+    ``localhost:8000``, e.g. of ``eval --endpoint``, to the local service)."""
+    if "localhost:8000" in command:
+        command = command.replace("localhost:8000", local_service(box))
     argv = shlex.split(command.replace(" /tmp/", f" {box.root}/tmp/"))
     subcommand = argv[1]
     done = _run(argv, box.fetch_env if subcommand == "fetch" else box.env, box.root)
@@ -204,7 +219,7 @@ def run_attnzoo(command: str, box: Sandbox) -> None:
         images = [arg for arg in argv[2:] if arg in PHOTOS]
         assert [item["image"] for item in json.loads(done.stdout)] == images
     if subcommand == "eval":
-        out = Path(box.root, argv[argv.index("--out") + 1])
+        out = Path(box.root, argv[argv.index("--out") + 1] if "--out" in argv else "results")
         assert {row["variant"] for row in json.loads((out / "table.json").read_text())["rows"]} == set(ALIASES)
     if "--out" in argv and subcommand == "synth-weights":
         assert Path(argv[argv.index("--out") + 1]).stat().st_size > 100_000_000
@@ -223,13 +238,7 @@ def run_serve(command: str, box: Sandbox) -> None:
 
 def run_curl(command: str, box: Sandbox) -> None:
     """``curl ... localhost:8000/...``: against this checkout's server; HTTP errors fail (``--fail``)."""
-    if not box.server_url:  # every variant of the stand-in registry, loaded before the first curl
-        port = free_port()
-        box.server_url = f"127.0.0.1:{port}"
-        argv = [str(REPO / ".venv" / "bin" / "attnzoo"), "serve", "--port", str(port)]
-        log = box.root / "server.log"
-        box.servers.enter_context(running(argv, env=box.env, url=f"http://{box.server_url}", log=log, ready_path="/readyz"))
-    argv = shlex.split(command.replace("localhost:8000", box.server_url))
+    argv = shlex.split(command.replace("localhost:8000", local_service(box)))
     _run([argv[0], "--fail-with-body", "--silent", "--show-error", *argv[1:]], box.env, box.root)
     if "-o" in argv:
         assert (box.root / argv[argv.index("-o") + 1]).stat().st_size > 0
