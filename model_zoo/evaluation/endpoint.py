@@ -93,7 +93,8 @@ def send(client: httpx.Client, method: str, url: str, *, sleep: Callable[[float]
             continue
         if response.is_success:
             return response
-        raise EndpointError(f"{method} {url}: HTTP {response.status_code}: {_reason(response)}")
+        hint = " (fewer requests in flight: lower --concurrency)" if response.status_code == 504 else ""
+        raise EndpointError(f"{method} {url}: HTTP {response.status_code}: {_reason(response)}{hint}")
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -33,13 +33,15 @@ VARIANT = "attn0010"
 @pytest.fixture(scope="module")
 def service(synthetic_zoo, tmp_path_factory) -> Iterator[str]:
     """``attnzoo serve`` of this checkout with the synthetic zoo; one request per forward
-    (max batch 1, as the local job runs) and the test process's thread count."""
+    (max batch 1, as the local job runs), the test process's thread count, and a request deadline
+    no loaded test machine reaches (queued requests wait for one forward after another)."""
     port = free_port()
     env = clean_env(
         OMP_NUM_THREADS=str(torch.get_num_threads()),
         ATTNZOO_METAFILE=str(synthetic_zoo.metafile),
         ATTNZOO_WEIGHTS_DIR=str(synthetic_zoo.weights_dir),
         ATTNZOO_MAX_BATCH="1",
+        ATTNZOO_REQUEST_TIMEOUT_S="900",
         ATTNZOO_DEVICE="cpu",
     )
     url = f"http://127.0.0.1:{port}"
