@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         registry=load_registry(args.metafile),
         weights_dir=args.weights_dir,
         verify_hash=not args.no_verify,
+        cpu_kernels=args.cpu_kernels,
     )
     outputs: list[dict[str, Any]] = []
     drawn_names: set[str] = set()

@@ -241,7 +241,14 @@ def _open_runner(
     entry: VariantEntry, registry: Registry, options: EvalOptions, device: torch.device
 ) -> LocalRunner | EndpointRunner:
     if options.endpoint is None:
-        return LocalRunner(load_detector(entry.alias, device=device, registry=registry, weights_dir=options.weights_dir))
+        detector = load_detector(
+            entry.alias,
+            device=device,
+            registry=registry,
+            weights_dir=options.weights_dir,
+            cpu_kernels=options.cpu_kernels,
+        )
+        return LocalRunner(detector)
     transport = open_transport(options.endpoint, options.endpoint_protocol)
     try:
         return EndpointRunner(transport, entry.alias, concurrency=options.concurrency)
