@@ -12,6 +12,9 @@ from typing import Any
 
 _EXPORTS = {
     "model_zoo.categories": ("COCO_CATEGORY_IDS", "COCO_CLASSES", "LABEL_BY_CATEGORY_ID", "LABEL_BY_NAME"),
+    "model_zoo.demo_weights": (
+        "WeightsSource", "demo_weights_dir", "ensure_demo_weights", "weights_or_stand_in", "weights_source",
+    ),
     "model_zoo.images": ("decode_image_bytes", "load_image"),
     "model_zoo.errors": (
         "AttnzooError", "CheckpointError", "DownloadError", "HashMismatchError", "ImageDecodeError",
@@ -19,13 +22,18 @@ _EXPORTS = {
     ),
     "model_zoo.predictor": ("Detection", "DetectionResult", "Detector", "PreparedImage", "load_detector", "resolve_device"),
     "model_zoo.runtime": ("keep_freed_memory",),
-    "model_zoo.registry": ("PublishedFigures", "Registry", "VariantEntry", "default_weights_dir", "load_registry"),
+    "model_zoo.registry": (
+        "PublishedFigures", "Registry", "VariantEntry", "default_weights_dir", "existing_weights_path",
+        "load_registry", "weights_path_for",
+    ),
     "model_zoo.synth": ("write_synthetic_checkpoint",),
     "model_zoo.visualize": ("class_color", "draw_detections", "draw_heatmap", "grid", "titled"),
     "model_zoo.attention_maps": (
         "AttentionMap", "AttentionQueryError", "attention_blocks", "attention_map", "check_attention_query",
     ),
-    "model_zoo.weights": ("FetchResult", "WeightsStatus", "fetch_weights", "weights_path_for", "weights_status"),
+    "model_zoo.weights": (
+        "FetchResult", "WeightsStatus", "fetch_weights", "hash_prefix_of", "sha256_file", "verify_weights", "weights_status",
+    ),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

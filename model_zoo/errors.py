@@ -3,6 +3,8 @@ choices, the valid ones; callers (CLI, service) print or map them without a trac
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 
@@ -45,7 +47,18 @@ class WeightsMissingError(WeightsError):
 
 
 class HashMismatchError(WeightsError):
-    pass
+    """A weights file's sha256 does not start with the hash prefix its name carries."""
+
+    def __init__(self, path: str | os.PathLike[str], sha256: str, expected: str, *, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"{str(path)!r}: sha256 {sha256[:16]}… does not start with {expected!r} from its name; the file is "
+            "corrupt or not the published one (delete it and run `attnzoo fetch`, or put the downloaded file "
+            "there again; for a file of your own, skip the check with --no-verify)"
+        )
+        self.path = Path(path)
+        self.sha256 = sha256
+        self.expected = expected
 
 
 class DownloadError(WeightsError):

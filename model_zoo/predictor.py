@@ -35,8 +35,8 @@ from model_zoo.engine.inference_pass import CPU_KERNELS, prepare_for_inference
 from model_zoo.engine.preprocess import ImageBatch, ResizedImage, collate, resize_keep_ratio
 from model_zoo.errors import AttnzooError, WeightsMissingError
 from model_zoo.images import ImageInput, load_image
-from model_zoo.registry import Registry, VariantEntry, default_weights_dir, load_registry
-from model_zoo.weights import verify_file, weights_path_for
+from model_zoo.registry import Registry, VariantEntry, existing_weights_path, load_registry
+from model_zoo.weights import hash_prefix_of, verify_weights
 
 # fp32 is the default and the only mode whose detections are proven equal to mmdet's; the
 # others run convolutions and matmuls under autocast (opt-in, see BENCHMARKS.md for their cost).
@@ -249,13 +249,10 @@ def load_detector(
     """
     registry = registry if registry is not None else load_registry()
     entry = registry.resolve(variant)
-    path = Path(checkpoint) if checkpoint is not None else weights_path_for(entry, weights_dir or default_weights_dir())
+    path = existing_weights_path(entry, weights_dir) if checkpoint is None else Path(checkpoint)
     if not path.is_file():
-        raise WeightsMissingError(
-            f"checkpoint for {entry.alias!r} not found at {str(path)!r}; run `attnzoo fetch {entry.alias}`"
-            + (f" or download {entry.weights_url} to that path" if entry.weights_url else "")
-        )
-    sha256 = verify_file(path, check=verify_hash)
+        raise WeightsMissingError(f"checkpoint file {str(path)!r} not found")
+    sha256 = verify_weights(path, hash_prefix_of(path) if verify_hash else None)
     model = build_detector(entry.arch)
     load_checkpoint(model, path, entry=entry, registry=registry)
     return Detector(

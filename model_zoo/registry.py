@@ -1,9 +1,10 @@
 """The registry: an OpenMMLab-schema ``metafile.yml`` turned into frozen :class:`VariantEntry` s.
 
 Each model entry names its architecture in ``Config``: either a bundled architecture
-(``model_zoo/architectures/<name>.yml``) or a YAML file path relative to the metafile.
-Architecture files may extend another with ``_base_: other.yml`` (deep merge, like mmdet's
-configs). The result is an :class:`~model_zoo.engine.spec.ArchSpec` that the engine builds from.
+(``model_zoo/architectures/<name>.yml``) or a YAML file path relative to the metafile, read by
+:mod:`model_zoo.arch_config` into the :class:`~model_zoo.engine.spec.ArchSpec` the engine builds
+from. Names (short or full) resolve to entries here and nowhere else, and an entry's weights
+file is ``<weights dir>/<last path segment of its Weights URL>`` (:func:`weights_path_for`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
 
-import yaml
-
-from model_zoo.engine.spec import ArchSpec, ArchSpecError, arch_spec_from_dict
-from model_zoo.errors import MetafileError, UnknownVariantError
-from model_zoo.weights import hash_prefix_of
+from model_zoo.arch_config import load_arch_file, read_yaml
+from model_zoo.engine.spec import ArchSpec, ArchSpecError
+from model_zoo.errors import MetafileError, UnknownVariantError, WeightsMissingError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUNDLED_METAFILE = PACKAGE_DIR / "metafile.yml"
@@ -66,12 +65,6 @@ class VariantEntry:
             return None
         return Path(urlparse(self.weights_url).path).name
 
-    @property
-    def hash_prefix(self) -> str | None:
-        """The hex digits after the last '-' of the file name (OpenMMLab / torch.hub convention)."""
-        filename = self.weights_filename
-        return None if filename is None else hash_prefix_of(filename)
-
 
 @dataclass(frozen=True)
 class Registry:
@@ -90,21 +83,18 @@ class Registry:
         raise UnknownVariantError(name, self.aliases)
 
     def resolve_many(self, names: Sequence[str] | None) -> list[VariantEntry]:
-        """Entries of short or full names, in the order named, each once; ``None``: every entry.
+        """Entries for ``names`` (short or full, in the order given, repeats dropped); ``None``:
+        every entry in registry order.
 
         Raises:
-            UnknownVariantError: naming the valid variants.
+            UnknownVariantError: at the first unknown name, listing the valid ones.
         """
         if names is None:
             return list(self.entries)
-        entries: list[VariantEntry] = []
-        for name in names:
-            entry = self.resolve(name)
-            if entry not in entries:
-                entries.append(entry)
-        return entries
+        entries = [self.resolve(name) for name in names]
+        return list({entry.name: entry for entry in entries}.values())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[VariantEntry]:
         return iter(self.entries)
 
     def __len__(self) -> int:
@@ -123,6 +113,36 @@ def default_weights_dir() -> Path:
     return Path(override) if override else REPO_ROOT / "weights"
 
 
+def weights_path_for(entry: VariantEntry, weights_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``weights_dir / <last path segment of the entry's Weights URL>`` (default dir:
+    :func:`default_weights_dir`).
+
+    Raises:
+        WeightsMissingError: the entry has no Weights URL, so it has no file name.
+    """
+    if entry.weights_filename is None:
+        raise WeightsMissingError(
+            f"variant {entry.alias!r} has no Weights URL in the metafile, so it has no file in the weights dir; "
+            "give its checkpoint path instead"
+        )
+    return Path(weights_dir if weights_dir is not None else default_weights_dir()) / entry.weights_filename
+
+
+def existing_weights_path(entry: VariantEntry, weights_dir: str | os.PathLike[str] | None = None) -> Path:
+    """:func:`weights_path_for`, checked to be a file.
+
+    Raises:
+        WeightsMissingError: naming the path, the fetch command and the URL to download by hand.
+    """
+    path = weights_path_for(entry, weights_dir)
+    if not path.is_file():
+        raise WeightsMissingError(
+            f"checkpoint for {entry.alias!r} not found at {str(path)!r}: run `attnzoo fetch {entry.alias}`, "
+            f"or download {entry.weights_url} and put the file there (keep its name)"
+        )
+    return path
+
+
 def bundled_architectures() -> list[str]:
     return sorted(p.stem for p in BUNDLED_ARCHITECTURES.glob("*.yml") if not p.stem.startswith("_"))
 
@@ -135,7 +155,7 @@ def load_registry(metafile: str | os.PathLike[str] | None = None) -> Registry:
     """
     path = Path(metafile) if metafile is not None else default_metafile()
     source = str(path)
-    raw = _read_yaml(path, source)
+    raw = read_yaml(path)
     if not isinstance(raw, Mapping) or not isinstance(raw.get("Models"), list) or not raw["Models"]:
         raise MetafileError(source, "expected a mapping with a non-empty 'Models' list", field="Models")
     collections = {c.get("Name"): c for c in raw.get("Collections") or [] if isinstance(c, Mapping)}
@@ -147,17 +167,6 @@ def load_registry(metafile: str | os.PathLike[str] | None = None) -> Registry:
                 raise MetafileError(source, f"name {key!r} is used by two entries", entry=entry.name, field="Alias")
             seen[key] = entry.name
     return Registry(source=path, entries=tuple(entries))
-
-
-def _read_yaml(path: Path, source: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MetafileError(source, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise MetafileError(source, f"not valid YAML: {exc}") from None
 
 
 def _parse_entry(model: Any, index: int, metafile: Path, collections: Mapping[str, Any]) -> VariantEntry:
@@ -239,32 +248,8 @@ def _load_arch(config: str, metafile: Path, *, entry: str) -> ArchSpec:
     else:
         path = (metafile.parent / config).resolve()
     try:
-        merged = _read_arch_file(path, set())
-        return arch_spec_from_dict(merged)
+        return load_arch_file(path)
     except ArchSpecError as exc:
         raise MetafileError(str(metafile), f"architecture {str(path)!r}: {exc}", entry=entry, field="Config") from None
     except MetafileError as exc:
         raise MetafileError(str(metafile), str(exc), entry=entry, field="Config") from None
-
-
-def _read_arch_file(path: Path, seen: set[Path]) -> dict[str, Any]:
-    if path in seen:
-        raise MetafileError(str(path), "_base_ chain loops back to this file")
-    raw = _read_yaml(path, str(path))
-    if not isinstance(raw, Mapping):
-        raise MetafileError(str(path), "an architecture file must be a mapping")
-    raw = dict(raw)
-    base = raw.pop("_base_", None)
-    if base is None:
-        return raw
-    return _deep_merge(_read_arch_file((path.parent / base).resolve(), seen | {path}), raw)
-
-
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

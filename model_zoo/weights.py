@@ -3,7 +3,7 @@
 OpenMMLab and torch.hub name every checkpoint ``<stem>-<first 8+ hex of its sha256>.<ext>``;
 this module checks that prefix on every file it downloads or is asked to load.
 
-Downloading ``dest`` (:func:`download_file`) goes through these steps:
+Downloading ``url`` to ``dest`` (:func:`fetch_weights`) goes through these steps:
 
 1. Take the lock ``<dir>/.locks/<name>.lock``. A second fetch of the same file waits there
    and then finds the verified file in place.
@@ -24,16 +24,13 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import httpx
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from model_zoo.errors import DownloadError, HashMismatchError, WeightsError, WeightsMissingError
-
-if TYPE_CHECKING:  # registry imports this module; the import is for annotations only
-    from model_zoo.registry import VariantEntry
+from model_zoo.errors import DownloadError, HashMismatchError
 
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$")
 _CHUNK = 1 << 20
@@ -45,8 +42,8 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 Log = Callable[[str], None]
 
 
-def hash_prefix_of(filename: str) -> str | None:
-    """The hex digits after the last '-' of ``filename`` (``..._20200130-403cccba.pth`` → ``403cccba``)."""
+def hash_prefix_of(filename: str | os.PathLike[str]) -> str | None:
+    """The hex digits after the last '-' of the file name (``..._20200130-403cccba.pth`` → ``403cccba``)."""
     match = _HASH_SUFFIX.search(Path(filename).name)
     return match.group(1) if match else None
 
@@ -59,26 +56,23 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: str | os.PathLike[str], *, check: bool = True) -> str:
-    """Return the file's sha256; if ``check`` and its name carries a hash prefix, it must match.
+def verify_weights(path: str | os.PathLike[str], hash_prefix: str | None) -> str:
+    """The sha256 of ``path``, which must start with ``hash_prefix`` (``None``: nothing to check).
+
+    This reads the whole file: about 0.2 s per 160 MB.
 
     Raises:
-        HashMismatchError: the file's sha256 does not start with the prefix in its name.
+        HashMismatchError: carrying the file's ``sha256`` and the ``expected`` prefix.
     """
     sha256 = sha256_file(path)
-    expected = hash_prefix_of(str(path))
-    if check and expected is not None and not sha256.startswith(expected):
-        raise HashMismatchError(
-            f"{str(path)!r}: sha256 {sha256[:16]}… does not start with {expected!r} from its name; "
-            "the file is corrupt or not the published one (delete it and run `attnzoo fetch`, "
-            "or opt out of the check for your own files)"
-        )
+    if hash_prefix is not None and not sha256.startswith(hash_prefix):
+        raise HashMismatchError(path, sha256, hash_prefix)
     return sha256
 
 
 @dataclass(frozen=True)
 class WeightsStatus:
-    """What is on disk for one registry entry.
+    """What is on disk at one weights path.
 
     ``verified`` is True if the sha256 matches the name and False if it does not. It is None
     when the file is missing, was not hashed, or its name carries no hash prefix.
@@ -99,62 +93,22 @@ class FetchResult:
     resumed_from: int  # bytes of an earlier partial download that were reused (0: fresh)
 
 
-def weights_path_for(entry: VariantEntry, weights_dir: str | os.PathLike[str]) -> Path:
-    """``weights_dir / <last path segment of the entry's Weights URL>``."""
-    if entry.weights_filename is None:
-        raise WeightsMissingError(f"variant {entry.alias!r} has no Weights URL in the metafile; pass a checkpoint path")
-    return Path(weights_dir) / entry.weights_filename
-
-
-def weights_status(entry: VariantEntry, weights_dir: str | os.PathLike[str], *, verify: bool = True) -> WeightsStatus:
-    """Whether ``entry``'s checkpoint is in ``weights_dir``, and (if ``verify``) whether it
-    matches the hash prefix of its name. This reads the whole file: about 0.2 s per 160 MB."""
-    if entry.weights_filename is None:
-        return WeightsStatus(path=Path(weights_dir), present=False, verified=None, sha256=None)
-    path = weights_path_for(entry, weights_dir)
+def weights_status(path: str | os.PathLike[str], *, verify: bool = True) -> WeightsStatus:
+    """Whether the checkpoint ``path`` exists and (if ``verify``) matches the hash prefix of its name."""
+    path = Path(path)
     if not path.is_file():
         return WeightsStatus(path=path, present=False, verified=None, sha256=None)
     if not verify:
         return WeightsStatus(path=path, present=True, verified=None, sha256=None)
-    sha256 = sha256_file(path)
-    expected = hash_prefix_of(path.name)
-    verified = None if expected is None else sha256.startswith(expected)
-    return WeightsStatus(path=path, present=True, verified=verified, sha256=sha256)
+    expected = hash_prefix_of(path)
+    try:
+        sha256 = verify_weights(path, expected)
+    except HashMismatchError as exc:
+        return WeightsStatus(path=path, present=True, verified=False, sha256=exc.sha256)
+    return WeightsStatus(path=path, present=True, verified=None if expected is None else True, sha256=sha256)
 
 
 def fetch_weights(
-    entry: VariantEntry,
-    weights_dir: str | os.PathLike[str],
-    *,
-    progress: bool = True,
-    timeout: float = DEFAULT_READ_TIMEOUT_S,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
-    log: Log | None = None,
-) -> FetchResult:
-    """Download ``entry``'s checkpoint into ``weights_dir`` unless a verified copy is there.
-
-    Raises:
-        WeightsError: the entry has no Weights URL.
-        DownloadError: the server is unreachable, answers an error status, or stalls or cuts
-            the connection for good. The message names the URL and where to put the file by hand.
-        HashMismatchError: the downloaded file's sha256 does not match its name (it is deleted).
-    """
-    if not entry.weights_url:
-        raise WeightsError(
-            f"nothing to fetch: variant {entry.alias!r} has no Weights URL in the metafile "
-            "(add one, or give its checkpoint path where the model is loaded)"
-        )
-    return download_file(
-        entry.weights_url,
-        weights_path_for(entry, weights_dir),
-        progress=progress,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        log=log,
-    )
-
-
-def download_file(
     url: str,
     dest: str | os.PathLike[str],
     *,
@@ -163,13 +117,19 @@ def download_file(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     log: Log | None = None,
 ) -> FetchResult:
-    """Download ``url`` to ``dest`` under a file lock. The steps are in the module docstring.
+    """Download ``url`` to ``dest`` under a file lock, unless a verified copy is there (the
+    steps are in the module docstring).
 
     Args:
         progress: show a tqdm bar on stderr (only when stderr is a terminal).
         timeout: seconds of silence while reading before the transfer counts as stalled.
         connect_timeout: seconds allowed to open the connection.
         log: receives one-line notes (waiting for a lock, resuming, replacing a bad file).
+
+    Raises:
+        DownloadError: the server is unreachable, answers an error status, or stalls or cuts
+            the connection for good. The message names the URL and where to put the file by hand.
+        HashMismatchError: the downloaded file's sha256 does not match its name (it is deleted).
     """
     dest = Path(dest)
     say = log or (lambda message: None)
@@ -197,13 +157,14 @@ def _verified_copy(dest: Path, say: Log) -> FetchResult | None:
     """The existing ``dest`` if it verifies; a file that does not is deleted (and fetched again)."""
     if not dest.is_file():
         return None
-    sha256 = sha256_file(dest)
-    expected = hash_prefix_of(dest.name)
-    if expected is None or sha256.startswith(expected):
-        return FetchResult(dest, sha256, downloaded=False, verified=expected is not None, resumed_from=0)
-    say(f"{dest} has sha256 {sha256[:8]}…, not {expected} as its name says; downloading it again")
-    dest.unlink()
-    return None
+    expected = hash_prefix_of(dest)
+    try:
+        sha256 = verify_weights(dest, expected)
+    except HashMismatchError as exc:
+        say(f"{dest} has sha256 {exc.sha256[:8]}…, not {expected} as its name says; downloading it again")
+        dest.unlink()
+        return None
+    return FetchResult(dest, sha256, downloaded=False, verified=expected is not None, resumed_from=0)
 
 
 @dataclass
@@ -309,14 +270,18 @@ def _stream_body(response: httpx.Response, transfer: _Transfer, *, mode: str, of
 
 def _verify_and_move(transfer: _Transfer, resumed_from: int) -> FetchResult:
     part, dest = transfer.part, transfer.dest
-    sha256 = sha256_file(part)
-    expected = hash_prefix_of(dest.name)
-    if expected is not None and not sha256.startswith(expected):
+    expected = hash_prefix_of(dest)
+    try:
+        sha256 = verify_weights(part, expected)
+    except HashMismatchError as exc:
         part.unlink(missing_ok=True)
         raise HashMismatchError(
-            f"downloaded {transfer.url}: sha256 {sha256[:16]}… does not start with {expected!r} from the "
-            "file name; the file is corrupt or not the published one and was deleted"
-        )
+            dest,
+            exc.sha256,
+            exc.expected,
+            message=f"downloaded {transfer.url}: sha256 {exc.sha256[:16]}… does not start with {exc.expected!r} from "
+            "the file name; the file is corrupt or not the published one and was deleted",
+        ) from None
     os.replace(part, dest)
     _fsync_dir(dest.parent)
     return FetchResult(dest, sha256, downloaded=True, verified=expected is not None, resumed_from=resumed_from)

@@ -4,7 +4,8 @@ Each subcommand lives in its own module with ``register(subparsers, common)``; `
 parent parser carrying ``--metafile`` and ``--weights-dir``, which every command accepts.
 Commands of other installed packages join through the ``attnzoo.commands`` entry-point group
 (``attnzoo serve`` comes from ``app``, which model_zoo never imports by name).
-Domain errors are printed as one line on stderr with exit status 2, never a traceback.
+Every error is one line on stderr with a non-zero exit status, never a traceback: domain errors
+and usage mistakes exit with 2, an operating-system error (a file that cannot be written) with 1.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import entry_points
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from model_zoo.errors import AttnzooError
 
@@ -21,6 +22,13 @@ from . import fetch, models, predict, synth_weights
 
 SUBCOMMANDS = (predict, synth_weights, fetch, models, eval_command)
 COMMANDS_ENTRY_POINTS = "attnzoo.commands"  # modules with register(subparsers, common)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (``attnzoo predict: error: ...``), not usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="directory holding checkpoints under their URL file names (env ATTNZOO_WEIGHTS_DIR, default weights/)",
     )
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="attnzoo",
         description="Empirical Attention Faster R-CNN model zoo: predict, fetch weights, evaluate, serve.",
     )
@@ -58,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `attnzoo models --json | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # e.g. an output directory that cannot be written
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        print(f"attnzoo {args.command}: error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"attnzoo {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .environment import add_cpu_kernels_option, keep_freed_memory_wanted
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -44,6 +46,23 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto (CUDA if available)"
     )
+    add_cpu_kernels_option(parser)
+    parser.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help="run the images through this live service (e.g. http://127.0.0.1:8000) instead of a local model; "
+        "the table records the endpoint and the weights sha256 it reports",
+    )
+    parser.add_argument(
+        "--endpoint-protocol",
+        default="attnzoo",
+        choices=("attnzoo", "v2"),
+        help="attnzoo: POST /detect (default); v2: the Open Inference Protocol (KServe/Triton REST)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive_int, default=4, metavar="N", help="requests in flight to --endpoint (default 4)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
     parser.set_defaults(func=run)
 
@@ -52,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from model_zoo.evaluation.job import EvalOptions, run_eval  # torch only when the command runs
     from model_zoo.runtime import keep_freed_memory
 
-    keep_freed_memory()
+    if keep_freed_memory_wanted():
+        keep_freed_memory()
     variants = tuple(name for value in args.variants or () for name in value.split(",") if name)
     outcome = run_eval(
         EvalOptions(
@@ -61,9 +81,13 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             out_dir=args.out,
             device=args.device,
+            cpu_kernels=args.cpu_kernels,
             metafile=Path(args.metafile) if args.metafile else None,
             weights_dir=Path(args.weights_dir) if args.weights_dir else None,
             progress=not args.no_progress,
+            endpoint=args.endpoint,
+            endpoint_protocol=args.endpoint_protocol,
+            concurrency=args.concurrency,
         )
     )
     if outcome.report is None:  # torchrun ranks other than 0 report nothing

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from model_zoo.errors import WeightsError
-from model_zoo.registry import default_weights_dir, load_registry
+from model_zoo.registry import load_registry, weights_path_for
 from model_zoo.weights import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, fetch_weights
 
 
@@ -39,16 +38,19 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    entries = list(registry) if args.all else [registry.resolve(name) for name in args.variants]
-    entries = list({entry.name: entry for entry in entries}.values())  # drop repeats, keep order
-    weights_dir = Path(args.weights_dir) if args.weights_dir else default_weights_dir()
+    entries = registry.resolve_many(None if args.all else args.variants)
 
     failures = 0
     for entry in entries:
         try:
+            if not entry.weights_url:
+                raise WeightsError(
+                    f"nothing to fetch: variant {entry.alias!r} has no Weights URL in the metafile "
+                    "(add one, or give its checkpoint path where the model is loaded)"
+                )
             result = fetch_weights(
-                entry,
-                weights_dir,
+                entry.weights_url,
+                weights_path_for(entry, args.weights_dir),
                 progress=not args.no_progress,
                 timeout=args.timeout,
                 connect_timeout=min(DEFAULT_CONNECT_TIMEOUT_S, args.timeout),

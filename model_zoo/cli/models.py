@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from model_zoo.registry import Registry, VariantEntry, default_weights_dir, load_registry
+from model_zoo.registry import Registry, VariantEntry, default_weights_dir, load_registry, weights_path_for
 from model_zoo.weights import WeightsStatus, weights_status
 
 
@@ -38,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
 
 def model_rows(registry: Registry, weights_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """One JSON-ready dict per entry, with the stable keys of ``attnzoo models --json``."""
-    return [_row(entry, weights_status(entry, weights_dir)) for entry in registry]
+    return [_row(entry, _status(entry, weights_dir)) for entry in registry]
+
+
+def _status(entry: VariantEntry, weights_dir: str | os.PathLike[str]) -> WeightsStatus:
+    if entry.weights_url is None:
+        return WeightsStatus(path=Path(weights_dir), present=False, verified=None, sha256=None)
+    return weights_status(weights_path_for(entry, weights_dir))
 
 
 def _row(entry: VariantEntry, status: WeightsStatus) -> dict[str, Any]:

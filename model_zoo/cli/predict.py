@@ -1,11 +1,28 @@
-"""``attnzoo predict``: detections of images as one JSON list on stdout."""
+"""``attnzoo predict``: detections of images as one JSON list on stdout.
+
+Every image path is checked before the model loads: a missing or unreadable file stops the
+command at once with one line naming it. An image that exists but does not decode is reported on
+stderr (one line) and left out of the JSON list; the others are still printed, and the exit
+status is 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model_zoo.errors import AttnzooError, ImageDecodeError
+
+from .environment import add_cpu_kernels_option, keep_freed_memory_wanted
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from model_zoo.predictor import DetectionResult
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -14,13 +31,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="detect objects in images and print one JSON list",
         description="Print one JSON list with an object per image (in the order given): image, width, "
-        "height and detections (bbox [x1, y1, x2, y2] in original pixels, score, label, category_id, class_name).",
+        "height and detections (bbox [x1, y1, x2, y2] in original pixels, score, label, category_id, class_name). "
+        "Missing image files are refused before the model loads; an image that cannot be decoded is reported "
+        "on stderr and left out, and the exit status is then 1.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, BMP, TIFF, ...)")
     parser.add_argument("--variant", required=True, help="short name (attn1111, ...) or full metafile name")
     parser.add_argument("--checkpoint", default=None, help="checkpoint path (default: the registry's file in --weights-dir)")
     parser.add_argument("--score-thr", type=float, default=0.05, help="keep detections scoring above this (default 0.05)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run (default cpu)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA if available)")
+    add_cpu_kernels_option(parser)
     parser.add_argument(
         "--no-verify", action="store_true", help="do not refuse a checkpoint whose sha256 does not match its file name"
     )
@@ -31,12 +51,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    check_readable(args.images)
+    from model_zoo.images import load_image  # torch and OpenCV only once the arguments are known good
     from model_zoo.predictor import load_detector
     from model_zoo.registry import load_registry
     from model_zoo.runtime import keep_freed_memory
-    from model_zoo.visualize import draw_detections  # noqa: F401  (fail early if drawing is unavailable)
 
-    keep_freed_memory()
+    if keep_freed_memory_wanted():
+        keep_freed_memory()
     detector = load_detector(
         args.variant,
         args.checkpoint,
@@ -44,24 +66,39 @@ def run(args: argparse.Namespace) -> int:
         registry=load_registry(args.metafile),
         weights_dir=args.weights_dir,
         verify_hash=not args.no_verify,
+        cpu_kernels=args.cpu_kernels,
     )
-    outputs = []
+    outputs: list[dict[str, Any]] = []
     drawn_names: set[str] = set()
+    failures = 0
     for image in args.images:
-        result = detector.predict(image, score_thr=args.score_thr)
+        try:
+            pixels = load_image(image)
+            result = detector.predict(pixels, score_thr=args.score_thr)
+        except ImageDecodeError as exc:
+            failures += 1
+            print(f"attnzoo predict: error: {exc}", file=sys.stderr)
+            continue
         outputs.append({"image": image, **result.to_dict()})
         if args.draw:
-            write_drawing(image, result, Path(args.draw), drawn_names)
+            write_drawing(image, pixels, result, Path(args.draw), drawn_names)
     json.dump(outputs, sys.stdout)
     sys.stdout.write("\n")
-    return 0
+    return 1 if failures else 0
 
 
-def write_drawing(image_path: str, result, out_dir: Path, taken: set[str]) -> Path:
-    """Write ``image_path`` with ``result`` drawn to ``out_dir/<stem>.png`` (``<stem>-2.png``, ... on clashes)."""
+def check_readable(images: list[str]) -> None:
+    """Refuse, in one line, image paths that are not readable files (all of them named)."""
+    bad = [image for image in images if not (os.path.isfile(image) and os.access(image, os.R_OK))]
+    if bad:
+        what = "image file not found or not readable" if len(bad) == 1 else f"{len(bad)} image files not found or not readable"
+        raise AttnzooError(f"{what}: {', '.join(repr(image) for image in bad)} (nothing was run)")
+
+
+def write_drawing(image_path: str, pixels: np.ndarray, result: DetectionResult, out_dir: Path, taken: set[str]) -> Path:
+    """Write ``pixels`` with ``result`` drawn to ``out_dir/<stem>.png`` (``<stem>-2.png``, ... on clashes)."""
     import cv2
 
-    from model_zoo.images import load_image
     from model_zoo.visualize import draw_detections
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,5 +109,5 @@ def write_drawing(image_path: str, result, out_dir: Path, taken: set[str]) -> Pa
         name = f"{stem}-{index}.png"
     taken.add(name)
     target = out_dir / name
-    cv2.imwrite(str(target), draw_detections(load_image(image_path), result.detections))
+    cv2.imwrite(str(target), draw_detections(pixels, result.detections))
     return target

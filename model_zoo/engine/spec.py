@@ -1,15 +1,13 @@
 """Typed, frozen description of one detector architecture: everything the engine reads.
 
-The registry turns an architecture YAML file into an :class:`ArchSpec`; the engine never sees
-YAML, file names or the metafile. Field names follow the YAML keys one to one, so an error can
-name the offending field as ``section.key``.
+The registry validates an architecture YAML file into an :class:`ArchSpec` (pydantic, in
+``model_zoo.registry``); the engine never sees YAML, file names or the metafile. Field names
+follow the YAML keys one to one, so an error can name the offending field as ``section.key``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 
 class ArchSpecError(ValueError):
@@ -104,78 +102,12 @@ class ArchSpec:
         return bool(self.backbone.dcn_stages)
 
 
-def _convert(cls: type, raw: Any, path: str) -> Any:
-    """Build dataclass ``cls`` from mapping ``raw``, checking keys and coercing tuples/numbers."""
-    if not isinstance(raw, Mapping):
-        raise ArchSpecError(path, f"expected a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ArchSpecError(f"{path}.{unknown[0]}", f"unknown key (valid: {', '.join(fields)})")
-    missing = [name for name in fields if name not in raw]
-    if missing:
-        raise ArchSpecError(f"{path}.{missing[0]}", "missing")
-    values = {name: _convert_value(fields[name].type, raw[name], f"{path}.{name}") for name in fields}
-    return cls(**values)
-
-
-_NESTED = {
-    "PreprocessSpec": PreprocessSpec,
-    "AttentionSpec": AttentionSpec,
-    "BackboneSpec": BackboneSpec,
-    "NeckSpec": NeckSpec,
-    "AnchorSpec": AnchorSpec,
-    "RPNSpec": RPNSpec,
-    "RoISpec": RoISpec,
-}
-
-
-def _convert_value(annotation: str, value: Any, path: str) -> Any:
-    optional = annotation.endswith("| None")
-    base = annotation.removesuffix("| None").strip()
-    if value is None:
-        if optional:
-            return None
-        raise ArchSpecError(path, "must not be null")
-    if base in _NESTED:
-        return _convert(_NESTED[base], value, path)
-    if base.startswith("tuple["):
-        if not isinstance(value, (list, tuple)):
-            raise ArchSpecError(path, f"expected a list, got {value!r}")
-        item = base[len("tuple[") :].split(",")[0].rstrip("]").strip()
-        return tuple(_convert_scalar(item, v, f"{path}[{i}]") for i, v in enumerate(value))
-    return _convert_scalar(base, value, path)
-
-
-def _convert_scalar(kind: str, value: Any, path: str) -> Any:
-    if kind == "str":
-        if not isinstance(value, str):
-            raise ArchSpecError(path, f"expected a string, got {value!r}")
-        return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ArchSpecError(path, f"expected an integer, got {value!r}")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ArchSpecError(path, f"expected a number, got {value!r}")
-        return float(value)
-    raise ArchSpecError(path, f"unsupported field type {kind}")  # pragma: no cover - spec bug
-
-
-def arch_spec_from_dict(raw: Mapping[str, Any]) -> ArchSpec:
-    """Validate a merged architecture mapping and return the frozen :class:`ArchSpec`.
+def check_supported(spec: ArchSpec) -> None:
+    """Refuse a well-typed spec the engine cannot build (e.g. an attention type other than 4 bits).
 
     Raises:
-        ArchSpecError: naming the dotted field that is missing, unknown or of the wrong type,
-            or a value the engine cannot build (e.g. an attention type other than 4 bits).
+        ArchSpecError: naming the dotted field (``arch.backbone.attention.type``) and why.
     """
-    spec: ArchSpec = _convert(ArchSpec, raw, "arch")
-    _check_supported(spec)
-    return spec
-
-
-def _check_supported(spec: ArchSpec) -> None:
     backbone = spec.backbone
     if backbone.depth != 50 or backbone.stage_blocks != (3, 4, 6, 3):
         raise ArchSpecError("arch.backbone.depth", "only ResNet-50 (stage_blocks [3, 4, 6, 3]) is supported")

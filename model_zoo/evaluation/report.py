@@ -62,6 +62,7 @@ def make_row(
     device: str,
     world_size: int,
     checkpoint_sha256: str | None,
+    endpoint: str | None = None,
 ) -> dict[str, Any]:
     """One ``table.json`` row: measured figures of ``entry`` beside its published ones."""
     published = entry.published
@@ -93,6 +94,7 @@ def make_row(
         "delta_box_ap": _delta(box_ap, published.box_ap),
         "delta_fps": _delta(measured_fps, published.fps),
         "checkpoint_sha256": checkpoint_sha256,
+        "endpoint": endpoint,  # the service that answered (None: a local model)
     }
 
 

@@ -1,4 +1,7 @@
-"""Fixtures for the registry / weights / fetch tests.
+"""Fixtures for the registry / weights / fetch / CLI tests.
+
+``synthetic_zoo`` is a user metafile with one small-scale ``attn0010`` variant and its synthetic
+checkpoint on disk (for commands that load a model).
 
 ``weights_server`` is a real threaded HTTP/1.1 server on 127.0.0.1. It serves checkpoint files
 from memory with ``Range`` support (206 / 416), and each path can be made to misbehave: cut
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import socket
 import threading
@@ -248,3 +252,52 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/weights/offline-0123abcd.pth"
+
+
+@dataclass(frozen=True)
+class SyntheticZoo:
+    """A user metafile with one variant, ``attn0010``, and its synthetic checkpoint."""
+
+    metafile: Path
+    weights_dir: Path
+    checkpoint: Path
+
+    def cli_args(self) -> list[str]:
+        return ["--metafile", str(self.metafile), "--weights-dir", str(self.weights_dir)]
+
+
+# attn0010 at a small test-time scale and with fewer proposals, so a CPU forward takes well
+# under a second; everything else (weights layout, attention, heads) is the real architecture.
+_TEST_ARCH = """\
+_base_: {base}
+preprocess: {{scale: [192, 128]}}
+rpn: {{nms_pre: 200, max_per_img: 50}}
+"""
+
+
+@pytest.fixture(scope="session")
+def synthetic_zoo(tmp_path_factory: pytest.TempPathFactory) -> SyntheticZoo:
+    from model_zoo.registry import BUNDLED_ARCHITECTURES, load_registry
+    from model_zoo.synth import write_synthetic_checkpoint
+    from model_zoo.weights import sha256_file
+
+    root = tmp_path_factory.mktemp("zoo")
+    (root / "attn0010-small.yml").write_text(_TEST_ARCH.format(base=BUNDLED_ARCHITECTURES / "attn0010.yml"))
+    bundled = load_registry().resolve("attn0010")
+    weights_dir = root / "weights"
+    raw = write_synthetic_checkpoint(bundled, weights_dir / "raw.pth", seed=0)
+    checkpoint = raw.rename(weights_dir / f"attn0010_synthetic-{sha256_file(raw)[:8]}.pth")
+    model = {
+        "Name": "faster-rcnn_r50_fpn_attention_0010_1x_coco",
+        "Alias": "attn0010",
+        "Config": "attn0010-small.yml",
+        "Metadata": {
+            "Training Memory (GB)": bundled.published.train_memory_gb,
+            "inference time (ms/im)": [{"value": bundled.published.inference_ms, "hardware": "V100"}],
+        },
+        "Results": [{"Task": "Object Detection", "Dataset": "COCO", "Metrics": {"box AP": bundled.published.box_ap}}],
+        "Weights": f"https://example.invalid/weights/{checkpoint.name}",
+    }
+    metafile = root / "metafile.yml"
+    metafile.write_text(json.dumps({"Models": [model]}))  # JSON is YAML
+    return SyntheticZoo(metafile=metafile, weights_dir=weights_dir, checkpoint=checkpoint)

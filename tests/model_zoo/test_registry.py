@@ -14,6 +14,7 @@ from model_zoo.cli import main
 from model_zoo.engine.spec import ArchSpec
 from model_zoo.errors import MetafileError, UnknownVariantError
 from model_zoo.registry import BUNDLED_ARCHITECTURES, BUNDLED_METAFILE, METAFILE_ENV, load_registry
+from model_zoo.weights import hash_prefix_of
 
 # The README table of mmdet's configs/empirical_attention: alias -> (full name, attention, DCN,
 # box AP, fps, training memory GB).
@@ -73,7 +74,7 @@ def test_naming_consistency(bundled, alias):
     assert re.fullmatch(r"attn(1111|0010)(-dcn)?", entry.alias)
     assert entry.config == entry.alias  # the bundled architecture of the same name
     assert re.fullmatch(r"[a-z0-9_]+_\d{8}-[0-9a-f]{8}\.pth", entry.weights_filename)
-    assert entry.hash_prefix == entry.weights_filename[-12:-4]
+    assert hash_prefix_of(entry.weights_filename) == entry.weights_filename[-12:-4]
     # The file name is the full name in the old (2.x) underscore spelling.
     assert entry.weights_filename.startswith(entry.name.replace("-", "_") + "_")
     assert ("dcn" in entry.alias) == entry.arch.with_dcn
@@ -178,3 +179,47 @@ def test_models_table_lists_published_figures(tmp_path, capsys):
     for alias, (name, _, _, box_ap, fps, memory) in PUBLISHED.items():
         (line,) = [line for line in lines if f" {alias} " in line]
         assert line.split() == [name, alias, f"{box_ap:.1f}", f"{fps:.1f}", f"{memory:.1f}", "V100", "missing"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (lambda arch: arch["backbone"].update(depth="fifty"), "arch.backbone.depth", "input should be a valid integer, got 'fifty'"),
+        (lambda arch: arch["backbone"].update(depth=True), "arch.backbone.depth", "input should be a valid integer, got True"),
+        (lambda arch: arch["rpn"].update(nms_iou="0.7"), "arch.rpn.nms_iou", "input should be a valid number, got '0.7'"),
+        (lambda arch: arch["anchors"].update(strides=[4, 8, "x", 32, 64]), "arch.anchors.strides[2]", "input should be a valid integer, got 'x'"),
+        (lambda arch: arch["roi"].pop("nms_iou"), "arch.roi.nms_iou", "missing"),
+        (
+            lambda arch: arch["backbone"]["attention"].update(heads=8),
+            "arch.backbone.attention.heads",
+            "unknown key (valid: type, stages, num_heads, kv_stride, position_magnitude)",
+        ),
+    ],
+)
+def test_wrongly_typed_architecture_field_is_named_by_its_dotted_path(tmp_path, make_metafile, change, field, message):
+    _write_relative_architecture(tmp_path)
+    base = yaml.safe_load((tmp_path / "archs" / "base.yml").read_text())
+    base["backbone"]["attention"] = {"type": "0010", "stages": [4], "num_heads": 8, "kv_stride": 2, "position_magnitude": 1}
+    change(base)
+    (tmp_path / "archs" / "mine.yml").write_text(yaml.safe_dump(base))
+    with pytest.raises(MetafileError) as failure:
+        load_registry(make_metafile({"mine": None}, config="archs/mine.yml"))
+    assert failure.value.field == "Config"
+    assert f"{field}: {message}" in str(failure.value)
+    assert "\n" not in str(failure.value)
+
+
+def test_integers_in_float_fields_and_lists_in_tuple_fields_are_accepted(tmp_path, make_metafile):
+    _write_relative_architecture(tmp_path)  # position_magnitude: 1, finest_scale: 56 (ints for floats)
+    arch = load_registry(make_metafile({"mine": None}, config="archs/mine.yml")).resolve("mine").arch
+    assert arch.backbone.attention.position_magnitude == 1.0 and isinstance(arch.backbone.attention.position_magnitude, float)
+    assert arch.anchors.strides == (4, 8, 16, 32, 64)
+
+
+def test_resolve_many_keeps_order_drops_repeats_and_defaults_to_every_entry(bundled):
+    picked = bundled.resolve_many(["attn0010-dcn", PUBLISHED["attn1111"][0], "attn0010-dcn", "attn1111"])
+    assert [entry.alias for entry in picked] == ["attn0010-dcn", "attn1111"]
+    assert [entry.alias for entry in bundled.resolve_many(None)] == list(PUBLISHED)
+    assert bundled.resolve_many([]) == []
+    with pytest.raises(UnknownVariantError, match="unknown variant 'nope'; valid variants: attn1111, attn0010"):
+        bundled.resolve_many(["attn1111", "nope"])

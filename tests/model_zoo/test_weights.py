@@ -16,15 +16,25 @@ from pathlib import Path
 import pytest
 
 from model_zoo.checkpoint import compare_keys, expected_shapes, read_checkpoint
-from model_zoo.errors import DownloadError, HashMismatchError, WeightsError
-from model_zoo.registry import VariantEntry, load_registry
-from model_zoo.weights import fetch_weights, hash_prefix_of, verify_file, weights_status
+from model_zoo.cli import main
+from model_zoo.errors import DownloadError, HashMismatchError, WeightsMissingError
+from model_zoo.registry import VariantEntry, load_registry, weights_path_for
+from model_zoo.weights import FetchResult, WeightsStatus, fetch_weights, hash_prefix_of, verify_weights, weights_status
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def entry_for(make_metafile, url: str | None, alias: str = "tiny") -> VariantEntry:
     return load_registry(make_metafile({alias: url})).resolve(alias)
+
+
+def fetch(entry: VariantEntry, weights_dir: Path, **options) -> FetchResult:
+    """``entry``'s Weights URL into its file in ``weights_dir``, as ``attnzoo fetch`` does it."""
+    return fetch_weights(entry.weights_url, weights_path_for(entry, weights_dir), **options)
+
+
+def status(entry: VariantEntry, weights_dir: Path, **options) -> WeightsStatus:
+    return weights_status(weights_path_for(entry, weights_dir), **options)
 
 
 def files_left(directory: Path) -> list[str]:
@@ -45,11 +55,11 @@ def test_fresh_download_is_verified_and_moved_into_place(
     url = weights_server.add("faster_rcnn_r50_fpn_attention_0010_1x_coco_20200130", synthetic_checkpoint)
     entry = entry_for(make_metafile, url)
 
-    result = fetch_weights(entry, weights_dir, progress=False)
+    result = fetch(entry, weights_dir, progress=False)
 
     assert result.path == weights_dir / entry.weights_filename
     assert result.downloaded and result.verified and result.resumed_from == 0
-    assert result.sha256 == hashlib.sha256(synthetic_checkpoint).hexdigest() == verify_file(result.path)
+    assert result.sha256 == hashlib.sha256(synthetic_checkpoint).hexdigest() == verify_weights(result.path, hash_prefix_of(result.path))
     assert files_left(weights_dir) == [entry.weights_filename]  # no .part left behind
     assert [r.range for r in weights_server.requests_for(url)] == [None]
     state_dict, meta = read_checkpoint(result.path)
@@ -59,9 +69,9 @@ def test_fresh_download_is_verified_and_moved_into_place(
 def test_present_verified_file_is_not_downloaded_again(weights_server, checkpoints, make_metafile, weights_dir):
     url = weights_server.add("tiny_model", checkpoints["a"])
     entry = entry_for(make_metafile, url)
-    fetch_weights(entry, weights_dir, progress=False)
+    fetch(entry, weights_dir, progress=False)
 
-    again = fetch_weights(entry, weights_dir, progress=False)
+    again = fetch(entry, weights_dir, progress=False)
 
     assert not again.downloaded and again.verified
     assert len(weights_server.requests_for(url)) == 1
@@ -72,7 +82,7 @@ def test_cut_mid_file_resumes_with_a_range_request(weights_server, synthetic_che
     weights_server.misbehave(url, cut_after=50_000_000, cut_times=1)
     notes: list[str] = []
 
-    result = fetch_weights(entry_for(make_metafile, url), weights_dir, progress=False, log=notes.append)
+    result = fetch(entry_for(make_metafile, url), weights_dir, progress=False, log=notes.append)
 
     first, second = weights_server.requests_for(url)
     assert first.range is None
@@ -80,7 +90,7 @@ def test_cut_mid_file_resumes_with_a_range_request(weights_server, synthetic_che
     (note,) = notes
     assert note.startswith(f"connection lost after 50000000 bytes of {result.path.name} (") and note.endswith("; resuming")
     assert result.sha256 == hashlib.sha256(synthetic_checkpoint).hexdigest()
-    verify_file(result.path)
+    verify_weights(result.path, hash_prefix_of(result.path))
 
 
 def test_partial_file_from_an_earlier_run_is_resumed(weights_server, checkpoints, make_metafile, weights_dir):
@@ -92,7 +102,7 @@ def test_partial_file_from_an_earlier_run_is_resumed(weights_server, checkpoints
     entry = entry_for(make_metafile, url)
 
     with pytest.raises(DownloadError, match="read timeout") as failure:
-        fetch_weights(entry, weights_dir, progress=False, timeout=0.3)
+        fetch(entry, weights_dir, progress=False, timeout=0.3)
     assert "run the fetch again to resume" in str(failure.value)
     part = weights_dir / f"{entry.weights_filename}.part"
     held = part.stat().st_size
@@ -100,7 +110,7 @@ def test_partial_file_from_an_earlier_run_is_resumed(weights_server, checkpoints
     assert content.startswith(part.read_bytes())
 
     weights_server.misbehave(url)  # behaves from now on
-    result = fetch_weights(entry, weights_dir, progress=False)
+    result = fetch(entry, weights_dir, progress=False)
 
     assert result.resumed_from == held
     assert weights_server.requests_for(url)[-1].range == f"bytes={held}-"
@@ -113,7 +123,7 @@ def test_server_that_ignores_range_restarts_from_zero(weights_server, checkpoint
     url = weights_server.add("tiny_model", content)
     weights_server.misbehave(url, cut_after=700_000, cut_times=1, ignore_range=True)
 
-    result = fetch_weights(entry_for(make_metafile, url), weights_dir, progress=False)
+    result = fetch(entry_for(make_metafile, url), weights_dir, progress=False)
 
     assert weights_server.requests_for(url)[1].range == "bytes=700000-"  # asked, got a 200 instead
     assert result.path.read_bytes() == content
@@ -127,7 +137,7 @@ def test_complete_part_file_is_finished_without_a_body(weights_server, checkpoin
     weights_dir.mkdir()
     (weights_dir / f"{entry.weights_filename}.part").write_bytes(content)
 
-    result = fetch_weights(entry, weights_dir, progress=False)
+    result = fetch(entry, weights_dir, progress=False)
 
     assert result.resumed_from == len(content)
     assert result.path.read_bytes() == content
@@ -139,7 +149,7 @@ def test_corrupted_download_is_refused_and_deleted(weights_server, checkpoints, 
     weights_server.misbehave(url, corrupt=True)
 
     with pytest.raises(HashMismatchError) as failure:
-        fetch_weights(entry_for(make_metafile, url), weights_dir, progress=False)
+        fetch(entry_for(make_metafile, url), weights_dir, progress=False)
 
     message = str(failure.value)
     assert url in message and "deleted" in message and hash_prefix_of(url) in message
@@ -151,12 +161,12 @@ def test_local_file_that_fails_its_hash_is_replaced(weights_server, checkpoints,
     entry = entry_for(make_metafile, url)
     weights_dir.mkdir()
     (weights_dir / entry.weights_filename).write_bytes(checkpoints["b"])
-    assert weights_status(entry, weights_dir).verified is False
+    assert status(entry, weights_dir).verified is False
 
-    result = fetch_weights(entry, weights_dir, progress=False)
+    result = fetch(entry, weights_dir, progress=False)
 
     assert result.downloaded and result.path.read_bytes() == checkpoints["a"]
-    assert weights_status(entry, weights_dir).verified is True
+    assert status(entry, weights_dir).verified is True
 
 
 def test_404_names_the_url_and_status(weights_server, make_metafile, weights_dir):
@@ -164,7 +174,7 @@ def test_404_names_the_url_and_status(weights_server, make_metafile, weights_dir
     entry = entry_for(make_metafile, url)
 
     with pytest.raises(DownloadError) as failure:
-        fetch_weights(entry, weights_dir, progress=False)
+        fetch(entry, weights_dir, progress=False)
 
     message = str(failure.value)
     assert f"{url}: HTTP 404 Not Found" in message
@@ -178,7 +188,7 @@ def test_stalled_server_times_out_with_a_clear_error(weights_server, checkpoints
 
     started = time.monotonic()
     with pytest.raises(DownloadError) as failure:
-        fetch_weights(entry_for(make_metafile, url), weights_dir, progress=False, timeout=0.3)
+        fetch(entry_for(make_metafile, url), weights_dir, progress=False, timeout=0.3)
 
     assert time.monotonic() - started < 5
     assert f"{url}: the server sent nothing for 0.3 s (read timeout)" in str(failure.value)
@@ -190,18 +200,26 @@ def test_no_network_names_the_url_and_where_to_put_the_file(refused_url, make_me
     entry = entry_for(make_metafile, refused_url)
 
     with pytest.raises(DownloadError) as failure:
-        fetch_weights(entry, weights_dir, progress=False)
+        fetch(entry, weights_dir, progress=False)
 
     message = str(failure.value)
     assert f"cannot reach {refused_url}" in message
     assert f"put the file at {str(weights_dir / entry.weights_filename)!r}" in message
 
 
-def test_entry_without_weights_url_is_an_error(make_metafile, weights_dir):
-    entry = entry_for(make_metafile, None)
-    assert weights_status(entry, weights_dir).present is False
-    with pytest.raises(WeightsError, match="nothing to fetch: variant 'tiny' has no Weights URL"):
-        fetch_weights(entry, weights_dir, progress=False)
+def test_entry_without_weights_url_has_no_weights_file(make_metafile, weights_dir, capsys):
+    metafile = make_metafile({"tiny": None})
+    entry = load_registry(metafile).resolve("tiny")
+    with pytest.raises(WeightsMissingError, match="variant 'tiny' has no Weights URL in the metafile"):
+        weights_path_for(entry, weights_dir)
+
+    assert main(["fetch", "--no-progress", "--metafile", str(metafile), "--weights-dir", str(weights_dir), "tiny"]) == 1
+    first, summary = capsys.readouterr().err.splitlines()
+    assert first == (
+        "attnzoo fetch: tiny: error: nothing to fetch: variant 'tiny' has no Weights URL in the metafile "
+        "(add one, or give its checkpoint path where the model is loaded)"
+    )
+    assert summary == "attnzoo fetch: 1 of 1 failed"
 
 
 def test_two_concurrent_fetches_produce_one_good_file(weights_server, checkpoints, make_metafile, weights_dir):
@@ -212,13 +230,13 @@ def test_two_concurrent_fetches_produce_one_good_file(weights_server, checkpoint
     entry = entry_for(make_metafile, url)
     results, errors, notes = {}, [], []
 
-    def fetch(index: int) -> None:
+    def fetch_in_thread(index: int) -> None:
         try:
-            results[index] = fetch_weights(entry, weights_dir, progress=False, log=notes.append)
+            results[index] = fetch(entry, weights_dir, progress=False, log=notes.append)
         except Exception as exc:  # surfaced by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=fetch, args=(index,)) for index in range(2)]
+    threads = [threading.Thread(target=fetch_in_thread, args=(index,)) for index in range(2)]
     threads[0].start()
     _wait_for(lambda: weights_server.requests_for(url))
     threads[1].start()
@@ -246,14 +264,14 @@ def test_weights_status_reports_missing_verified_and_mismatch(checkpoints, make_
     name = f"tiny_model-{hashlib.sha256(content).hexdigest()[:8]}.pth"
     entry = entry_for(make_metafile, f"http://127.0.0.1:9/weights/{name}")
 
-    missing = weights_status(entry, weights_dir)
+    missing = status(entry, weights_dir)
     assert (missing.present, missing.verified) == (False, None)
 
     weights_dir.mkdir()
     (weights_dir / name).write_bytes(content)
-    good = weights_status(entry, weights_dir)
+    good = status(entry, weights_dir)
     assert (good.present, good.verified, good.sha256) == (True, True, hashlib.sha256(content).hexdigest())
-    assert weights_status(entry, weights_dir, verify=False).verified is None
+    assert status(entry, weights_dir, verify=False).verified is None
 
     (weights_dir / name).write_bytes(content[:-1])
-    assert weights_status(entry, weights_dir).verified is False
+    assert status(entry, weights_dir).verified is False

@@ -249,3 +249,22 @@ def test_missing_data_explains_the_layout(synthetic_zoo, tmp_path, capsys) -> No
         and "https://cocodataset.org" in error
     )
     assert "Traceback" not in error and not out.exists()  # refused before any work
+
+
+def test_weights_dir_defaults_to_the_environment(full_run, tiny_coco, synthetic_zoo, tmp_path, monkeypatch) -> None:
+    """`attnzoo eval --coco-root DIR --out DIR` as the README writes it: no --weights-dir, no --metafile."""
+    monkeypatch.setenv("ATTNZOO_METAFILE", str(synthetic_zoo.metafile))
+    monkeypatch.setenv("ATTNZOO_WEIGHTS_DIR", str(synthetic_zoo.weights_dir))
+    out = tmp_path / "results"
+    assert main(["eval", "--coco-root", str(tiny_coco.root), "--out", str(out), "--limit", "1", "--no-progress"]) == 0
+    assert (out / VARIANT / "detections.bbox.json").read_bytes() == _expected_results(full_run[0], tiny_coco.image_ids[:1])
+
+
+def test_missing_weights_without_weights_dir_option_is_one_line(tiny_coco, synthetic_zoo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATTNZOO_WEIGHTS_DIR", str(tmp_path))
+    args = ["eval", "--coco-root", str(tiny_coco.root), "--metafile", str(synthetic_zoo.metafile)]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    expected = str(tmp_path / synthetic_zoo.checkpoint.name)
+    assert error.startswith(f"attnzoo eval: error: checkpoint for 'attn0010' not found at {expected!r}")
+    assert "`attnzoo fetch attn0010`" in error and error.count("\n") == 1 and "Traceback" not in error

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from model_zoo.evaluation.speed import (
+from model_zoo.evaluation.timing import (
     ImageTiming,
     WarmupCounter,
     summarize_speed,
@@ -58,7 +58,7 @@ def test_cpu_peak_memory_follows_an_allocation_and_resets() -> None:
     # raising the resident size, which would hide the allocation.
     script = """
 import numpy as np
-from model_zoo.evaluation.speed import peak_memory_mb, reset_peak_memory
+from model_zoo.evaluation.timing import peak_memory_mb, reset_peak_memory
 import torch
 cpu = torch.device("cpu")
 reset_peak_memory(cpu)

@@ -100,7 +100,7 @@ class WarmupCounter:
 @dataclass(frozen=True)
 class ImageTiming:
     index: int  # position in the annotation file's image list
-    model_s: float  # seconds of Detector.infer on the prepared image (synchronised)
+    model_s: float | None  # seconds of Detector.infer on the prepared image (synchronised); None: not reported
     end_to_end_s: float  # seconds from reading the file to COCO results
     warmup: bool
 
@@ -113,14 +113,16 @@ class SpeedSummary:
 
 
 def summarize_speed(timings: Iterable[ImageTiming]) -> SpeedSummary:
-    """fps over the non-warm-up images among the first :data:`BENCHMARK_IMAGES`."""
+    """fps over the non-warm-up images among the first :data:`BENCHMARK_IMAGES` (model fps: None
+    when an image has no model time, as from an endpoint that does not report one)."""
     timed_images = [t for t in timings if not t.warmup and t.index < BENCHMARK_IMAGES]
     if not timed_images:
         return SpeedSummary(fps=None, fps_end_to_end=None, timed_images=0)
-    model_s = sum(t.model_s for t in timed_images)
+    model_times = [t.model_s for t in timed_images if t.model_s is not None]
+    model_s = sum(model_times) if len(model_times) == len(timed_images) else None
     end_to_end_s = sum(t.end_to_end_s for t in timed_images)
     return SpeedSummary(
-        fps=len(timed_images) / model_s if model_s > 0 else None,
+        fps=len(timed_images) / model_s if model_s else None,
         fps_end_to_end=len(timed_images) / end_to_end_s if end_to_end_s > 0 else None,
         timed_images=len(timed_images),
     )
