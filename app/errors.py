@@ -22,9 +22,16 @@ from starlette.requests import ClientDisconnect
 
 from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
+from .admin_auth import ModelControlDisabledError, NotAuthorizedError
 from .batching import BatcherClosedError, DeadlineExceededError, QueueFullError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
-from .model_pool import NoVariantLoadedError, VariantNotReadyError, VariantNotServedError
+from .model_pool import (
+    ControlBusyError,
+    NoVariantLoadedError,
+    VariantNotReadyError,
+    VariantNotServedError,
+    WeightsRefusedError,
+)
 from .schemas import ErrorResponse
 from .upload import BodyTooLargeError, UnsupportedMediaTypeError
 from .variant_core import ImageUnprocessableError, InvalidParameterError, ModelExecutionError
@@ -71,6 +78,10 @@ ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     BatcherClosedError: ErrorSpec(503, "shutting_down", "the service is shutting down"),
     ServiceNotStartedError: ErrorSpec(503, "not_started", "the service has not started"),
     ModelExecutionError: ErrorSpec(500, "model_error", "model error (quote the request id)"),
+    NotAuthorizedError: ErrorSpec(401, "unauthorized", "no or a wrong admin token (Authorization: Bearer ...)"),
+    ModelControlDisabledError: ErrorSpec(403, "model_control_disabled", "no admin token is configured"),
+    ControlBusyError: ErrorSpec(409, "control_busy", "another load or unload is running (see Retry-After)"),
+    WeightsRefusedError: ErrorSpec(422, "weights_refused", "weights that fail verification (the old model keeps serving)"),
     ClientDisconnect: ErrorSpec(CLIENT_CLOSED, "client_disconnected", "the client went away (never sent)"),
 }
 
@@ -134,6 +145,7 @@ async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers["Retry-After"] = str(int(retry_after))
+    headers.update(getattr(exc, "headers", {}))  # e.g. WWW-Authenticate of a 401
     extra: dict[str, Any] = {}
     if isinstance(exc, UnknownVariantError):
         extra["valid"] = exc.valid

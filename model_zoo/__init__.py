@@ -18,7 +18,7 @@ _EXPORTS = {
         "MetafileError", "UnknownVariantError", "WeightsError", "WeightsMissingError",
     ),
     "model_zoo.predictor": ("Detection", "DetectionResult", "Detector", "PreparedImage", "load_detector", "resolve_device"),
-    "model_zoo.runtime": ("keep_freed_memory",),
+    "model_zoo.runtime": ("keep_freed_memory", "release_freed_memory"),
     "model_zoo.registry": ("PublishedFigures", "Registry", "VariantEntry", "default_weights_dir", "load_registry"),
     "model_zoo.synth": ("write_synthetic_checkpoint",),
     "model_zoo.visualize": ("class_color", "draw_detections", "draw_heatmap", "grid", "titled"),
