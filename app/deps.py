@@ -2,13 +2,15 @@
 
 :data:`VariantDep` resolves the ``variant`` query parameter once per request: an unknown name, or
 one this process was not started with, is a 404 and a variant that cannot answer now a 503, all
-raised here; the variant is recorded for
-the access log, and the route gets the variant's :class:`~app.variant_core.VariantCore`.
+raised here; ``auto`` lets the service choose by the request's latency budget
+(``app/variant_choice.py``). The variant is recorded for the access log, and the route gets the
+variant's :class:`~app.variant_core.VariantCore`, held for the request, so that a model being
+replaced or unloaded lets it finish first.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, Query, Request
 
@@ -18,6 +20,7 @@ from .metrics import ServiceMetrics
 from .middleware import RequestRecord, record_of
 from .model_pool import ModelPool
 from .settings import Settings, get_settings
+from .variant_choice import AUTO_VARIANT, choose_variant
 from .variant_core import VariantCore
 
 
@@ -51,19 +54,60 @@ MeasuredDep = Annotated[MeasuredFigures, Depends(get_measured)]
 RecordDep = Annotated[RequestRecord, Depends(get_record)]
 
 
-def get_variant(
-    variant: Annotated[str, Query(description="short or full variant name, e.g. attn1111-dcn")],
+async def get_variant(
+    variant: Annotated[
+        str, Query(description="short or full variant name, e.g. attn1111-dcn, or auto (the service chooses by budget_ms)")
+    ],
     pool: PoolDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
     record: RecordDep,
-) -> VariantCore:
-    """The core of the requested variant.
+    budget_ms: Annotated[
+        float | None,
+        Query(gt=0, description="variant=auto: latency budget in ms (default ATTNZOO_DEFAULT_BUDGET_MS)"),
+    ] = None,
+) -> AsyncIterator[VariantCore]:
+    """The core of the requested variant, held for the request (a load or unload waits for it).
 
     Raises:
-        UnknownVariantError, VariantNotServedError (404), VariantNotReadyError (503).
+        UnknownVariantError, VariantNotServedError (404), VariantNotReadyError (503),
+        NoVariantLoadedError (auto, 503).
     """
+    if variant == AUTO_VARIANT:
+        budget_s = (budget_ms if budget_ms is not None else settings.default_budget_ms) / 1000.0
+        choice = choose_variant(pool.cores(), budget_s)
+        variant = choice.core.variant
+        record.budget_met = choice.budget_met
+        metrics.auto_choices.labels(variant, str(choice.budget_met).lower()).inc()
     slot = pool.slot(variant)
     record.variant = slot.variant
-    return pool.core(slot.variant)
+    with pool.lease(slot.variant) as core:
+        yield core
 
 
 VariantDep = Annotated[VariantCore, Depends(get_variant)]
+
+
+async def get_cores(
+    pool: PoolDep,
+    record: RecordDep,
+    variants: Annotated[
+        list[str] | None,
+        Query(description="short or full variant names, repeated or comma-separated; default: every loaded variant"),
+    ] = None,
+) -> AsyncIterator[list[VariantCore]]:
+    """The cores of the named variants (default: every loaded one), held for the request.
+
+    Raises:
+        UnknownVariantError, VariantNotServedError, VariantNotReadyError, NoVariantLoadedError.
+    """
+    names = [name.strip() for value in variants or () for name in value.split(",") if name.strip()]
+    with pool.leases(names or None) as cores:
+        # the access log's and metrics' label: the variants that ran, in registry order whatever the
+        # order named, so that the label has at most 2^N - 1 values (15 for the bundled registry)
+        ran = {core.variant for core in cores}
+        record.variant = ",".join(variant for variant in pool.slots if variant in ran)
+        yield cores
+
+
+CoresDep = Annotated[list[VariantCore], Depends(get_cores)]

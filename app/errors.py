@@ -26,9 +26,17 @@ from starlette.requests import ClientDisconnect
 
 from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
+from .admin_auth import ModelControlDisabledError, NotAuthorizedError
 from .batching import BatcherClosedError, DeadlineExceededError, OverloadedError
 from .decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
-from .model_pool import RETRY_AFTER_LOADING_S, NoVariantLoadedError, VariantNotReadyError, VariantNotServedError
+from .model_pool import (
+    RETRY_AFTER_LOADING_S,
+    ControlBusyError,
+    NoVariantLoadedError,
+    VariantNotReadyError,
+    VariantNotServedError,
+    WeightsRefusedError,
+)
 from .oip.inference import InferenceRequestError, TooManyImagesError
 from .oip.metadata import UnknownModelVersionError
 from .oip.tensors import TensorDataError
@@ -107,6 +115,10 @@ ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     ServiceNotStartedError: ErrorSpec(503, "not_started", "the service has not started", log="line"),
     ServerNotReadyError: ErrorSpec(503, "not_ready", "not every requested variant is loaded (see Retry-After)", log="line"),
     ModelExecutionError: ErrorSpec(500, "model_error", "model error (quote the request id)", log="traceback"),
+    NotAuthorizedError: ErrorSpec(401, "unauthorized", "no or a wrong admin token (Authorization: Bearer ...)"),
+    ModelControlDisabledError: ErrorSpec(403, "model_control_disabled", "no admin token is configured"),
+    ControlBusyError: ErrorSpec(409, "control_busy", "another load or unload is running (see Retry-After)"),
+    WeightsRefusedError: ErrorSpec(422, "weights_refused", "weights that fail verification (the old model keeps serving)"),
     ClientDisconnect: ErrorSpec(CLIENT_CLOSED, "client_disconnected", "the client went away (never sent)"),
 }
 
@@ -209,6 +221,7 @@ async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse
     headers = {"Retry-After": str(answer.retry_after_s)} if answer.retry_after_s is not None else {}
     if answer.close_connection:
         headers["Connection"] = "close"
+    headers.update(getattr(exc, "headers", {}))  # e.g. WWW-Authenticate of a 401
     extra: dict[str, Any] = {}
     if isinstance(exc, UnknownVariantError):
         extra["valid"] = exc.valid

@@ -103,6 +103,14 @@ class ServiceMetrics:
         )
         self.gpu_memory = CudaMemoryCollector()
         r.register(self.gpu_memory)
+        self.auto_choices = Counter(
+            "attnzoo_auto_choices_total", "variant=auto: the variant chosen, and whether it fits the budget.",
+            ["variant", "budget_met"], registry=r,
+        )  # fmt: skip
+        self.model_control = Counter(
+            "attnzoo_model_control_total", "POST /models/{variant}/load and /unload by outcome (ok or the error code).",
+            ["variant", "action", "outcome"], registry=r,
+        )  # fmt: skip
         self.model_ready = Gauge("attnzoo_model_ready", "1 when the variant is loaded and warm, else 0.", ["variant"], registry=r)
 
     def observe_request(self, variant: str, endpoint: str, status: int, protocol: str, seconds: float) -> None:

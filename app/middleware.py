@@ -44,6 +44,7 @@ class RequestRecord:
     variant: str = ""  # the variant that answered ("" when none)
     batch_size: int | None = None  # images that shared the model call
     error: str | None = None  # the error code of an error response
+    budget_met: bool | None = None  # variant=auto: whether the chosen variant fits the budget
 
 
 def record_of(scope: Scope) -> RequestRecord | None:
@@ -95,6 +96,8 @@ class AccessLog:
             line["batch_size"] = record.batch_size
         if record.error is not None:
             line["error"] = record.error
+        if record.budget_met is not None:
+            line["budget_met"] = record.budget_met
         self.logger.info(json.dumps(line, separators=(",", ":")))
 
 

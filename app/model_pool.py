@@ -9,6 +9,10 @@ the others. Variants of the registry that were not requested are listed as ``una
 so ``/models`` shows the whole registry; asking one of them for an answer is a 404
 (:class:`VariantNotServedError`), since it will never load in this process.
 
+At run time ``load`` (re)reads a variant's weights, verified as at start, and swaps the new core in
+while requests that already hold the old one finish on it; ``unload`` takes a variant out and
+frees its memory once its last request is done. A failed load leaves the old core serving.
+
 Readiness (``/readyz``) follows Triton's ``--strict-readiness``: with ``ATTNZOO_STRICT_READINESS``
 true (the default) the service is ready when every requested variant is loaded, with false when
 at least one is.
@@ -16,13 +20,14 @@ at least one is.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -34,6 +39,7 @@ from model_zoo import (
     WeightsMissingError,
     default_weights_dir,
     load_detector,
+    release_freed_memory,
     resolve_device,
     weights_path_for,
 )
@@ -41,6 +47,7 @@ from model_zoo import (
 from .batching import MicroBatcher
 from .metrics import ServiceMetrics
 from .settings import Settings
+from .variant_choice import LatencyWindow
 from .variant_core import VariantCore
 
 logger = logging.getLogger("attnzoo.models")
@@ -121,8 +128,18 @@ class VariantSlot:
         return self.state is VariantState.LOADED
 
 
+class ControlBusyError(Exception):
+    """Another load or unload of the pool is running; try again when it is done."""
+
+    retry_after_s = RETRY_AFTER_LOADING_S
+
+
+class WeightsRefusedError(Exception):
+    """A load found weights it cannot serve; the variant's previous model (if any) keeps serving."""
+
+
 class ModelPool:
-    """Owns the cores; thread-safe to read while the loader thread works."""
+    """Owns the cores; thread-safe to read while the loader thread or a control action works."""
 
     def __init__(self, registry: Registry, requested: Sequence[VariantEntry], settings: Settings, metrics: ServiceMetrics) -> None:
         self.registry = registry
@@ -143,6 +160,7 @@ class ModelPool:
             metrics.model_ready.labels(entry.alias).set(0)
         self._stop = threading.Event()
         self._loader: threading.Thread | None = None
+        self._control = threading.Lock()  # one load or unload at a time (they take seconds)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -181,6 +199,27 @@ class ModelPool:
         if slot.core is None:
             raise VariantNotReadyError(slot.variant, slot.state, slot.reason)
         return slot.core
+
+    @contextlib.contextmanager
+    def lease(self, name: str) -> Iterator[VariantCore]:
+        """The core of ``name`` (as :meth:`core`), kept alive for the ``with`` block: a load that
+        replaces it, or an unload, lets the block finish on it before retiring it."""
+        core = self.core(name)
+        core.acquire()
+        try:
+            yield core
+        finally:
+            core.release()
+
+    @contextlib.contextmanager
+    def leases(self, names: Sequence[str] | None = None) -> Iterator[list[VariantCore]]:
+        """:meth:`cores`, each held as in :meth:`lease`."""
+        with contextlib.ExitStack() as stack:
+            cores = self.cores(names)
+            for core in cores:
+                core.acquire()
+                stack.callback(core.release)
+            yield cores
 
     def cores(self, names: Sequence[str] | None = None) -> list[VariantCore]:
         """Cores that can answer now: the named ones (in the order named, each must be loaded),
@@ -223,6 +262,10 @@ class ModelPool:
     # -- loading ---------------------------------------------------------------------------
 
     def _load_all(self) -> None:
+        with self._control:  # control actions wait for the start-up loading (ControlBusyError)
+            self._load_requested()
+
+    def _load_requested(self) -> None:
         try:
             device = str(resolve_device(self.settings.device))
         except AttnzooError as exc:
@@ -236,17 +279,8 @@ class ModelPool:
             self._load(slot, device)
 
     def _load(self, slot: VariantSlot, device: str) -> None:
-        started = time.perf_counter()
         try:
-            detector = load_detector(
-                slot.entry.name,
-                device=device,
-                registry=self.registry,
-                weights_dir=self.weights_dir,
-                verify_hash=self.settings.verify_hash,
-            )
-            if self.settings.warmup:
-                _warm_up(detector)
+            core = self._build_core(slot.entry, device)
         except WeightsMissingError as exc:
             self._mark_unavailable(slot, str(exc), missing=True)
             return
@@ -257,7 +291,26 @@ class ModelPool:
             logger.exception("loading %s failed", slot.variant)
             self._mark_unavailable(slot, f"failed to load: {type(exc).__name__}: {exc}")
             return
-        variant = slot.variant
+        self._install(slot, core)
+
+    def _build_core(self, entry: VariantEntry, device: str) -> VariantCore:
+        """Load, verify and warm up ``entry``'s detector; its core, batcher started.
+
+        Raises:
+            AttnzooError (missing, refused or broken weights), or what the model raised.
+        """
+        started = time.perf_counter()
+        detector = load_detector(
+            entry.name,
+            device=device,
+            registry=self.registry,
+            weights_dir=self.weights_dir,
+            verify_hash=self.settings.verify_hash,
+        )
+        latency = LatencyWindow(self.settings.latency_window)
+        if self.settings.warmup:
+            latency.observe(_warm_up(detector))  # a measured variant can be chosen by variant=auto
+        variant = entry.alias
         batcher = MicroBatcher(
             detector.infer,
             max_batch=self.settings.max_batch,
@@ -266,16 +319,76 @@ class ModelPool:
             name=variant,
             on_batch=lambda size, _seconds: self.metrics.observe_batch(variant, size),
         )
-        self.metrics.queue_depth.labels(variant).set_function(batcher.qsize)
-        core = VariantCore(
-            detector, batcher, max_pixels=self.settings.max_pixels, load_seconds=time.perf_counter() - started
+        return VariantCore(
+            detector, batcher, max_pixels=self.settings.max_pixels, load_seconds=time.perf_counter() - started, latency=latency
         )
-        slot.weights_path, slot.reason = core.weights_path, None
+
+    def _install(self, slot: VariantSlot, core: VariantCore) -> None:
+        """Make ``core`` the one ``slot`` answers with."""
+        variant = slot.variant
+        self.metrics.queue_depth.labels(variant).set_function(core.batcher.qsize)
+        slot.weights_path, slot.reason, slot.missing_weights = core.weights_path, None, None
         slot.core = core
         slot.state = VariantState.LOADED  # after the core: readers of the state find it
         self.metrics.model_load.labels(variant).set(core.load_seconds)
         self.metrics.model_ready.labels(variant).set(1)
         logger.info("loaded %s on %s in %.2f s (sha256 %s)", variant, core.device, core.load_seconds, core.sha256)
+
+    # -- control (POST /models/{variant}/load and /unload) -----------------------------------
+
+    def load(self, name: str) -> VariantSlot:
+        """(Re)load ``name`` from the weights dir, verified as at start, and serve it.
+
+        Requests holding the previous core finish on it (it is retired in the background); new
+        ones get the new core. Blocks for the load and warm-up.
+
+        Raises:
+            UnknownVariantError, ControlBusyError, WeightsRefusedError (the previous core, if
+            any, keeps serving).
+        """
+        slot = self.slot(name)
+        with self._exclusive_control():
+            try:
+                core = self._build_core(slot.entry, str(resolve_device(self.settings.device)))
+            except Exception as exc:  # noqa: BLE001 - the reason goes to the caller; the old core stays
+                raise WeightsRefusedError(f"{slot.variant}: {exc}") from exc
+            previous = slot.core
+            slot.requested = True
+            self._install(slot, core)
+            if previous is not None:
+                threading.Thread(
+                    target=previous.retire, args=(self.settings.request_timeout_s,), name=f"retire-{slot.variant}", daemon=True
+                ).start()
+            return slot
+
+    def unload(self, name: str) -> VariantSlot:
+        """Stop serving ``name``; once its last request is done, free its memory (blocks until then).
+
+        Raises:
+            UnknownVariantError, ControlBusyError.
+        """
+        slot = self.slot(name)
+        with self._exclusive_control():
+            previous = slot.core
+            slot.core, slot.requested = None, False
+            slot.state, slot.reason = VariantState.UNAVAILABLE, "unloaded (POST /models/{variant}/load serves it again)"
+            self.metrics.model_ready.labels(slot.variant).set(0)
+            self.metrics.queue_depth.labels(slot.variant).set_function(lambda: 0)  # drops the old batcher
+            if previous is not None:
+                previous.retire(self.settings.request_timeout_s)
+                del previous
+                release_freed_memory()
+            logger.info("unloaded %s", slot.variant)
+            return slot
+
+    @contextlib.contextmanager
+    def _exclusive_control(self) -> Iterator[None]:
+        if not self._control.acquire(blocking=False):
+            raise ControlBusyError("another load or unload is running; retry when it is done")
+        try:
+            yield
+        finally:
+            self._control.release()
 
     def _mark_unavailable(self, slot: VariantSlot, reason: str, *, missing: bool = False) -> None:
         if missing and slot.weights_path is not None:
@@ -285,11 +398,13 @@ class ModelPool:
         logger.warning("variant %s unavailable: %s", slot.variant, reason)
 
 
-def _warm_up(detector: Detector) -> None:
-    """One forward on a gray image of the test scale (long × short side), landscape."""
+def _warm_up(detector: Detector) -> float:
+    """One forward on a gray image of the test scale (long × short side), landscape; its seconds."""
     long_side, short_side = detector.entry.arch.preprocess.scale
     image = np.full((short_side, long_side, 3), _WARMUP_GRAY, dtype=np.uint8)
+    started = time.perf_counter()
     detector.infer([detector.prepare(image)])
+    return time.perf_counter() - started
 
 
 def _expected_weights_path(entry: VariantEntry, weights_dir: Path) -> Path | None:

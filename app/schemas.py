@@ -38,6 +38,9 @@ class DetectResponse(BaseModel):
     detections: list[DetectionOut] = Field(description="sorted by descending score")
     timings_ms: TimingsOut
     batch_size: int = Field(description="requests that shared the model call")
+    budget_met: bool | None = Field(
+        None, description="variant=auto: whether the chosen variant's p95 latency fits budget_ms (null otherwise)"
+    )
 
 
 class ErrorResponse(BaseModel):

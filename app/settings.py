@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ATTNZOO_"
@@ -65,6 +65,16 @@ class Settings(BaseSettings):
         description="browser origins allowed to call the API from other pages (comma-separated in the env var, "
         "e.g. https://app.example.com,http://localhost:3000; * for any); default: none (CORS off)",
     )
+    default_budget_ms: float = Field(
+        1000.0, gt=0, description="variant=auto: the latency budget when a request names none (budget_ms)"
+    )
+    latency_window: int = Field(
+        100, ge=1, description="variant=auto: how many recent requests per variant its p95 latency is taken over"
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="bearer token of POST /models/{variant}/load and /unload; unset: those answer 403",
+    )
     keep_freed_memory: bool = Field(
         True,
         description="glibc malloc keeps freed memory for the next forward: about 25% faster CPU inference; "
@@ -80,6 +90,11 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         64 * 1024, ge=1024, description="request line + headers limit in bytes; beyond → 431, connection closed"
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _no_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is not None and not value.get_secret_value() else value
 
     @field_validator("port")
     @classmethod

@@ -12,12 +12,15 @@ of HTTP. The stages of one detection, each timed::
     postprocess  score / class / count filter             (per image)
 
 Cancelling a coroutine of the core (the client went away) withdraws its images from the queue.
+Front doors hold a core through the pool's lease while they use it; a core that the pool has
+replaced or unloaded is retired once its last lease ends: its queue is served to the end first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ from model_zoo import (
 
 from .batching import BatcherClosedError, BatchOutcome, DeadlineExceededError, MicroBatcher
 from .decode import decode_upload
+from .variant_choice import LatencyWindow
 
 DEFAULT_SCORE_THR = 0.3  # the service's default filter (the test config's own threshold is 0.05)
 
@@ -123,15 +127,25 @@ class VariantCore:
         batcher: runs ``detector.infer`` on batches of :class:`PreparedImage`.
         max_pixels: image width × height limit, checked before decoding.
         load_seconds: how long loading, verifying and warming up took.
+        latency: the window of recent in-service latencies (``variant=auto`` reads it).
     """
 
     def __init__(
-        self, detector: Detector, batcher: MicroBatcher[PreparedImage, DetectionResult], *, max_pixels: int, load_seconds: float
+        self,
+        detector: Detector,
+        batcher: MicroBatcher[PreparedImage, DetectionResult],
+        *,
+        max_pixels: int,
+        load_seconds: float,
+        latency: LatencyWindow,
     ) -> None:
         self.detector = detector
         self.batcher = batcher
         self.max_pixels = max_pixels
         self.load_seconds = load_seconds
+        self.latency = latency
+        self._leases = 0
+        self._idle = threading.Condition()
 
     @property
     def variant(self) -> str:
@@ -156,6 +170,28 @@ class VariantCore:
     def close(self) -> None:
         """Stop the batcher; images still waiting fail with BatcherClosedError."""
         self.batcher.close()
+
+    def acquire(self) -> None:
+        """A front door starts using this core (see ``ModelPool.lease``)."""
+        with self._idle:
+            self._leases += 1
+
+    def release(self) -> None:
+        with self._idle:
+            self._leases -= 1
+            if self._leases == 0:
+                self._idle.notify_all()
+
+    def retire(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until no front door uses this core, then close it.
+
+        Requests that hold a lease finish on this core; returns False when the wait timed out
+        (the stragglers then get 503 shutting_down).
+        """
+        with self._idle:
+            idle = self._idle.wait_for(lambda: self._leases == 0, timeout)
+        self.close()
+        return idle
 
     def admit(self, deadline: float) -> None:
         """Refuse now, before any work on the request (reading or decoding its image), what the
@@ -188,6 +224,7 @@ class VariantCore:
             "model": outcome.model_s,
             "postprocess": time.perf_counter() - post_started,
         }
+        self.latency.observe(sum(seconds.values()))
         return DetectOutcome(result, pixels, seconds, outcome.batch_size)
 
     async def detect_all(self, images: Sequence[ImageData], params: DetectParams, deadline: float) -> list[DetectOutcome]:

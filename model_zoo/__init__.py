@@ -21,7 +21,7 @@ _EXPORTS = {
         "MetafileError", "UnknownVariantError", "WeightsError", "WeightsMissingError",
     ),
     "model_zoo.predictor": ("Detection", "DetectionResult", "Detector", "PreparedImage", "load_detector", "resolve_device"),
-    "model_zoo.runtime": ("keep_freed_memory",),
+    "model_zoo.runtime": ("keep_freed_memory", "release_freed_memory"),
     "model_zoo.registry": (
         "PublishedFigures", "Registry", "VariantEntry", "default_weights_dir", "existing_weights_path",
         "load_registry", "weights_path_for",

@@ -37,6 +37,20 @@ ARENA_HEAP_BYTES = 64 * 2**20  # glibc's HEAP_MAX_SIZE on 64-bit: each heap of a
 
 
 @functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc (whose malloc the functions here tune), else None."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.gnu_get_libc_version  # only glibc has it: mallopt parameters differ elsewhere
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+@functools.cache
 def keep_freed_memory(arenas: int = 1) -> bool:
     """Make glibc's malloc never ``mmap`` a block nor return freed memory to the OS, and serve
     every thread from at most ``arenas`` arenas (0: glibc's default, 8 per core).
@@ -47,15 +61,10 @@ def keep_freed_memory(arenas: int = 1) -> bool:
     """
     if arenas < 0:
         raise ValueError(f"arenas must be >= 0 (0: glibc's default), got {arenas}")
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # only glibc has it: mallopt parameters differ elsewhere
-    except (OSError, AttributeError):
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     took = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, NEVER_TRIM) == 1
     return took and (arenas == 0 or mallopt(M_ARENA_MAX, arenas) == 1)
@@ -100,3 +109,15 @@ def malloc_heaps(pid: int | str = "self") -> MallocHeaps:
             arena_kib += rss
             arena_heaps += 1
     return MallocHeaps(main_kib, arena_kib, arena_heaps)
+
+
+def release_freed_memory() -> bool:
+    """Give the memory malloc keeps (see :func:`keep_freed_memory`) back to the OS now, e.g. after
+    a model was unloaded: glibc's ``malloc_trim(0)``. Returns whether anything was released;
+    False where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    malloc_trim = libc.malloc_trim
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return malloc_trim(0) == 1

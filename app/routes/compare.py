@@ -8,19 +8,19 @@ is its own and not a share of a contended CPU or GPU.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from model_zoo import draw_detections, grid, titled
 
-from ..deps import MetricsDep, PoolDep, RecordDep, SettingsDep
+from ..deps import CoresDep, MetricsDep, SettingsDep
 from ..disconnect import unless_disconnected
 from ..errors import CLIENT_CLOSED, MODEL_ERRORS, UPLOAD_ERRORS, error_responses
-from ..model_pool import NoVariantLoadedError
 from ..image_responses import FormatQuery, ResponseFormat, image_response, negotiate
+from ..model_pool import NoVariantLoadedError
 from ..schemas import CompareResponse
 from ..upload import read_image_bytes
 from ..variant_core import (
@@ -44,12 +44,6 @@ router = APIRouter(
 )
 
 
-def split_names(values: list[str] | None) -> list[str] | None:
-    """``["a,b", "c"]`` → ``["a", "b", "c"]``; nothing → None (every loaded variant)."""
-    names = [name.strip() for value in values or () for name in value.split(",") if name.strip()]
-    return names or None
-
-
 @router.post(
     "",
     response_model=CompareResponse,
@@ -59,25 +53,15 @@ def split_names(values: list[str] | None) -> list[str] | None:
 async def compare(
     request: Request,
     response: Response,
-    pool: PoolDep,
+    cores: CoresDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    record: RecordDep,
-    variants: Annotated[
-        list[str] | None,
-        Query(description="short or full variant names, repeated or comma-separated; default: every loaded variant"),
-    ] = None,
     score_thr: ScoreThrQuery = DEFAULT_SCORE_THR,
     max_dets: MaxDetsQuery = None,
     classes: ClassesQuery = None,
     response_format: FormatQuery = None,
 ) -> Any:
     fmt = negotiate(response_format, request.headers.get("accept"))
-    cores = pool.cores(split_names(variants))
-    # the access log's and metrics' label: the variants that ran, in registry order whatever the
-    # order named, so that the label has at most 2^N - 1 values (15 for the bundled registry)
-    ran = {core.variant for core in cores}
-    record.variant = ",".join(variant for variant in pool.slots if variant in ran)
     params = DetectParams(score_thr, max_dets, parse_classes(classes))
     for core in cores:  # before reading the body: an overloaded variant refuses at once
         core.admit(time.monotonic() + settings.request_timeout_s)

@@ -65,4 +65,5 @@ async def detect(
         detections=outcome.result.detections,
         timings_ms={stage: seconds * 1000.0 for stage, seconds in outcome.seconds.items()},
         batch_size=outcome.batch_size,
+        budget_met=record.budget_met,
     )

@@ -1,23 +1,39 @@
-"""GET /models, GET /models/{variant}: registry entries with published, measured and live state."""
+"""GET /models, GET /models/{variant}: registry entries with published, measured and live state;
+POST /models/{variant}/load and /unload: change what the service serves without a restart.
+
+``load`` (re)reads the variant's weights from the weights dir, verified as at start, warms the
+model up and swaps it in: requests already running finish on the old model, new ones go to the
+new one. Weights that fail verification leave the old model serving (422, with the reason).
+``unload`` stops serving the variant and frees its memory once its last request is done. Both
+need ``Authorization: Bearer <ATTNZOO_ADMIN_TOKEN>`` (``admin_auth.py``), run one at a time (409
+while another runs), and are logged and counted (``attnzoo_model_control_total``).
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, Callable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from model_zoo import UnknownVariantError
 
-from ..deps import MeasuredDep, PoolDep
-from ..errors import error_responses
+from ..admin_auth import ModelControlDisabledError, NotAuthorizedError, require_admin
+from ..deps import MeasuredDep, MetricsDep, PoolDep, RecordDep
+from ..errors import error_responses, spec_for
 from ..measured_figures import MeasuredFigures
-from ..model_pool import VariantSlot
+from ..metrics import ServiceMetrics
+from ..middleware import RequestRecord
+from ..model_pool import ControlBusyError, ModelPool, VariantSlot, WeightsRefusedError
 from ..schemas import MeasuredOut, ModelOut, ModelsResponse
 from ..setup_help import missing_weights_hint
 
 logger = logging.getLogger("attnzoo.models")
+control_logger = logging.getLogger("attnzoo.control")
+CONTROL_ERRORS = (NotAuthorizedError, ModelControlDisabledError, ControlBusyError, WeightsRefusedError)
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(UnknownVariantError))
 
@@ -86,3 +102,45 @@ async def list_models(pool: PoolDep, measured: MeasuredDep) -> Any:
 @router.get("/{variant}", response_model=ModelOut, summary="One variant (short or full name)")
 async def get_model(variant: str, pool: PoolDep, measured: MeasuredDep) -> Any:
     return model_summary(pool.slot(variant), measured)
+
+
+@router.post(
+    "/{variant}/load",
+    response_model=ModelOut,
+    summary="Load (or reload) a variant's weights from disk and serve them",
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(*CONTROL_ERRORS),
+)
+async def load_model(variant: str, pool: PoolDep, measured: MeasuredDep, metrics: MetricsDep, record: RecordDep) -> Any:
+    return model_summary(await _control("load", variant, pool.load, pool, metrics, record), measured)
+
+
+@router.post(
+    "/{variant}/unload",
+    response_model=ModelOut,
+    summary="Stop serving a variant and free its memory",
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(*CONTROL_ERRORS),
+)
+async def unload_model(variant: str, pool: PoolDep, measured: MeasuredDep, metrics: MetricsDep, record: RecordDep) -> Any:
+    return model_summary(await _control("unload", variant, pool.unload, pool, metrics, record), measured)
+
+
+async def _control(
+    action: str, name: str, run: Callable[[str], VariantSlot], pool: ModelPool, metrics: ServiceMetrics, record: RequestRecord
+) -> VariantSlot:
+    """Run ``run(variant)`` in a worker thread; log and count the outcome."""
+    variant = pool.slot(name).variant  # an unknown name is a 404, not counted under a label
+    record.variant = variant
+    started = time.perf_counter()
+    try:
+        slot = await run_in_threadpool(run, variant)
+    except Exception as exc:
+        spec = spec_for(exc)
+        metrics.model_control.labels(variant, action, spec.code if spec else "internal_error").inc()
+        control_logger.warning("model control: %s %s refused: %s", action, variant, exc)
+        raise
+    metrics.model_control.labels(variant, action, "ok").inc()
+    done = f"sha256 {slot.core.sha256}" if slot.core is not None else "unloaded"
+    control_logger.info("model control: %s %s done in %.2f s (%s)", action, variant, time.perf_counter() - started, done)
+    return slot

@@ -1,0 +1,38 @@
+"""The guard of the model-control endpoints: ``Authorization: Bearer <ATTNZOO_ADMIN_TOKEN>``.
+
+No token configured: every control request is refused (403), so a service is never controllable
+by accident. A missing or wrong token: 401. The comparison takes the same time whatever the
+given token is (``secrets.compare_digest``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Header
+
+from .settings import Settings, get_settings
+
+
+class ModelControlDisabledError(Exception):
+    """No admin token is configured."""
+
+
+class NotAuthorizedError(Exception):
+    """The request carries no bearer token, or the wrong one."""
+
+    headers = {"WWW-Authenticate": 'Bearer realm="attnzoo model control"'}
+
+
+async def require_admin(
+    settings: Annotated[Settings, Depends(get_settings)],
+    authorization: Annotated[str | None, Header(description="Bearer <ATTNZOO_ADMIN_TOKEN>")] = None,
+) -> None:
+    """Raises ModelControlDisabledError (403) or NotAuthorizedError (401) unless the token matches."""
+    if settings.admin_token is None:
+        raise ModelControlDisabledError("model control is off: start the service with ATTNZOO_ADMIN_TOKEN set")
+    scheme, _, given = (authorization or "").partition(" ")
+    expected = settings.admin_token.get_secret_value()
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected.encode()):
+        raise NotAuthorizedError("send the admin token as 'Authorization: Bearer <ATTNZOO_ADMIN_TOKEN>'")
