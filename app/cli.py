@@ -45,6 +45,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--no-verify", action="store_true", help="serve checkpoints whose sha256 does not match their file name"
     )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve synthetic stand-in weights where the official files are missing (made once, cached in "
+        "<weights dir>/demo/; env ATTNZOO_DEMO): to try the service without downloads; the detections mean nothing",
+    )
+    parser.add_argument(
+        "--cpu-kernels", choices=["fast", "portable"], default=None,
+        help="CPU kernels: fast (default) or portable, the ones CUDA runs (env ATTNZOO_CPU_KERNELS)",
+    )  # fmt: skip
     parser.add_argument("--log-level", default=None, choices=LOG_LEVELS, help="uvicorn log level (env ATTNZOO_LOG_LEVEL)")
     parser.set_defaults(func=run)
 
@@ -77,6 +87,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "variants": args.variants,
         "device": args.device,
         "verify_hash": False if args.no_verify else None,
+        "demo": True if args.demo else None,
+        "cpu_kernels": args.cpu_kernels,
         "log_level": args.log_level,
         "metafile": args.metafile,
         "weights_dir": args.weights_dir,

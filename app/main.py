@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.keep_freed_memory:
             kept = keep_freed_memory(settings.malloc_arenas)
             logger.info("malloc keeps freed memory (%s arenas): %s", settings.malloc_arenas or "default", "yes" if kept else "no (not glibc)")
+        if settings.demo:
+            logger.warning("demo mode (--demo): variants without their official weights serve synthetic stand-ins")
         pool = ModelPool(registry, requested, settings, service_metrics)
         app.state.pool = pool
         service_metrics.gpu_memory.devices = pool.cuda_devices

@@ -41,7 +41,9 @@ from model_zoo import (
     load_detector,
     release_freed_memory,
     resolve_device,
+    weights_or_stand_in,
     weights_path_for,
+    weights_source,
 )
 
 from .batching import MicroBatcher
@@ -300,13 +302,18 @@ class ModelPool:
             AttnzooError (missing, refused or broken weights), or what the model raised.
         """
         started = time.perf_counter()
+        path = weights_or_stand_in(entry, self.weights_dir, demo=self.settings.demo)
         detector = load_detector(
             entry.name,
+            path,
             device=device,
             registry=self.registry,
-            weights_dir=self.weights_dir,
             verify_hash=self.settings.verify_hash,
+            cpu_kernels=self.settings.cpu_kernels,
         )
+        source = weights_source(entry, path, sha256=detector.sha256)
+        if source == "synthetic":
+            logger.warning("%s serves synthetic stand-in weights (%s): its detections mean nothing (--demo)", entry.alias, path)
         latency = LatencyWindow(self.settings.latency_window)
         if self.settings.warmup:
             latency.observe(_warm_up(detector))  # a measured variant can be chosen by variant=auto
@@ -320,7 +327,12 @@ class ModelPool:
             on_batch=lambda size, _seconds: self.metrics.observe_batch(variant, size),
         )
         return VariantCore(
-            detector, batcher, max_pixels=self.settings.max_pixels, load_seconds=time.perf_counter() - started, latency=latency
+            detector,
+            batcher,
+            max_pixels=self.settings.max_pixels,
+            load_seconds=time.perf_counter() - started,
+            latency=latency,
+            weights_source=source,
         )
 
     def _install(self, slot: VariantSlot, core: VariantCore) -> None:

@@ -6,9 +6,15 @@ for field and in the same order.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# model_zoo.WeightsSource, or None while the variant is not loaded
+WeightsSourceOut = Annotated[
+    Literal["official", "synthetic", "custom"] | None,
+    Field(description="official (the published file), synthetic (a --demo stand-in: its detections mean nothing) or custom"),
+]
 
 
 class DetectionOut(BaseModel):
@@ -33,6 +39,7 @@ class TimingsOut(BaseModel):
 class DetectResponse(BaseModel):
     variant: str = Field(description="short name of the variant that answered")
     sha256: str | None = Field(description="sha256 of the weights file the detections come from")
+    weights_source: WeightsSourceOut = None
     width: int = Field(description="image width in pixels (after EXIF orientation)")
     height: int
     detections: list[DetectionOut] = Field(description="sorted by descending score")
@@ -106,6 +113,7 @@ class ModelOut(BaseModel):
     weights_file: str | None
     weights_url: str | None
     sha256: str | None
+    weights_source: WeightsSourceOut = None
     load_seconds: float | None
 
 
@@ -130,6 +138,7 @@ class ReadyResponse(BaseModel):
 class CompareResult(BaseModel):
     variant: str
     sha256: str | None
+    weights_source: WeightsSourceOut = None
     attention_type: str | None = Field(description="GeneralizedAttention bits, e.g. '1111' or '0010'")
     dcn: bool
     published_box_ap: float | None = Field(description="the registry's published COCO box AP")

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     weights_dir: Path | None = Field(None, description="checkpoint directory (default: weights/ at the repo root)")
     results_dir: Path = Field(Path("results"), description="where the eval job writes table.json")
     verify_hash: bool = Field(True, description="refuse weights whose sha256 does not match their file name")
+    demo: bool = Field(
+        False,
+        description="where a variant's official weights are missing, serve a synthetic stand-in (made once, cached "
+        "in <weights dir>/demo/): everything runs, the detections mean nothing; /models and answers say weights_source",
+    )
+    cpu_kernels: Literal["fast", "portable"] = Field(
+        "fast",
+        description="on CPU: fast (oneDNN and sparse rewrites) or portable (exactly the kernels CUDA runs); "
+        "both match mmdet (parity tests)",
+    )
     warmup: bool = Field(True, description="run one forward per variant before reporting ready")
     docs: bool = Field(True, description="serve the OpenAPI docs at /docs and /redoc")
     strict_readiness: bool = Field(

@@ -40,6 +40,7 @@ from model_zoo import (
     Detector,
     PreparedImage,
     VariantEntry,
+    WeightsSource,
     attention_map,
 )
 
@@ -128,6 +129,7 @@ class VariantCore:
         max_pixels: image width × height limit, checked before decoding.
         load_seconds: how long loading, verifying and warming up took.
         latency: the window of recent in-service latencies (``variant=auto`` reads it).
+        weights_source: "official", "synthetic" (a ``--demo`` stand-in) or "custom".
     """
 
     def __init__(
@@ -138,12 +140,14 @@ class VariantCore:
         max_pixels: int,
         load_seconds: float,
         latency: LatencyWindow,
+        weights_source: WeightsSource,
     ) -> None:
         self.detector = detector
         self.batcher = batcher
         self.max_pixels = max_pixels
         self.load_seconds = load_seconds
         self.latency = latency
+        self.weights_source = weights_source
         self._leases = 0
         self._idle = threading.Condition()
 

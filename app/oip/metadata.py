@@ -102,6 +102,7 @@ def model_parameters(slot: VariantSlot) -> dict[str, ParameterValue]:
         "default_score_thr": DEFAULT_SCORE_THR,
         "state": slot.state.value,
         "sha256": slot.core.sha256 if slot.core is not None else None,
+        "weights_source": slot.core.weights_source if slot.core is not None else None,
         **published,
         "published_fps": entry.published.fps,
     }

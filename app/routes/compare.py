@@ -94,6 +94,7 @@ def _result(core: VariantCore, outcome: DetectOutcome) -> dict[str, Any]:
     return {
         "variant": core.variant,
         "sha256": core.sha256,
+        "weights_source": core.weights_source,
         "attention_type": arch.attention_type,
         "dcn": arch.with_dcn,
         "published_box_ap": core.entry.published.box_ap,

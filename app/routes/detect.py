@@ -60,6 +60,7 @@ async def detect(
     return DetectResponse(
         variant=core.variant,
         sha256=core.sha256,
+        weights_source=core.weights_source,
         width=outcome.result.width,
         height=outcome.result.height,
         detections=outcome.result.detections,

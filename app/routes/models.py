@@ -76,6 +76,7 @@ def model_summary(slot: VariantSlot, measured: MeasuredFigures) -> dict[str, Any
         "weights_file": str(slot.weights_path) if slot.weights_path else None,
         "weights_url": entry.weights_url,
         "sha256": core.sha256 if core else None,
+        "weights_source": core.weights_source if core else None,
         "load_seconds": core.load_seconds if core else None,
     }
 

@@ -69,6 +69,7 @@ async function loadModels() {
   fillStageChoice(models);
   fillModelsTable(models);
   showSetupHelp(models, hint);
+  showDemoBanner(models);
   if (models.some((m) => m.state === "loading")) setTimeout(() => report(loadModels()), MODELS_POLL_MS);
 }
 
@@ -101,6 +102,13 @@ function fillStageChoice(models) {
 
 // Missing checkpoints: where to put which file, and that `attnzoo serve --demo` exists (the
 // server's hint). Shown when a requested variant's checkpoint is missing, or when none loaded.
+// The banner of a service in demo mode: which loaded variants serve synthetic stand-in weights.
+function showDemoBanner(models) {
+  const synthetic = models.filter((m) => m.weights_source === "synthetic").map((m) => m.variant);
+  $("demo-banner").hidden = !synthetic.length;
+  $("demo-variants").textContent = synthetic.join(", ");
+}
+
 function showSetupHelp(models, hint) {
   const loaded = models.some((m) => m.state === "loaded");
   const loading = models.some((m) => m.state === "loading");
