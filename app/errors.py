@@ -143,8 +143,20 @@ def error_responses(*exc_types: type[Exception], body: type[BaseModel] = ErrorRe
         if spec.status != CLIENT_CLOSED and spec.description not in descriptions.setdefault(spec.status, []):
             descriptions[spec.status].append(spec.description)
     return {
-        status: {"model": body, "description": "; ".join(texts)} for status, texts in sorted(descriptions.items())
+        status: {"model": body, "description": "; ".join(texts), **_headers_of(status)}
+        for status, texts in sorted(descriptions.items())
     }
+
+
+def _headers_of(status: int) -> dict[str, Any]:
+    """The response headers an error of ``status`` may carry, for the OpenAPI document."""
+    if status in (409, 429, 503):
+        return {"headers": {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}}
+    if status == 408:
+        return {"headers": {"Connection": {"description": "close: the connection is closed", "schema": {"type": "string"}}}}
+    if status == 401:
+        return {"headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}}
+    return {}
 
 
 def speaks_v2(path: str) -> bool:

@@ -105,7 +105,10 @@ def parse_classes(values: Iterable[str] | None) -> frozenset[int] | None:
         for token in (t.strip() for t in value.split(",")):
             if not token:
                 continue
-            label = LABEL_BY_CATEGORY_ID.get(int(token)) if token.isdigit() else LABEL_BY_NAME.get(token.lower())
+            if not token.isascii():  # names and ids are ASCII; so no Unicode case folding or digits
+                label = None
+            else:
+                label = LABEL_BY_CATEGORY_ID.get(int(token)) if token.isdigit() else LABEL_BY_NAME.get(token.lower())
             if label is None:
                 raise InvalidParameterError(
                     f"unknown class {token!r} in 'classes'; valid: COCO class names ({', '.join(COCO_CLASSES)}) "

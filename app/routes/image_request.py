@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Query
+from pydantic import WithJsonSchema
+
+from model_zoo import COCO_CATEGORY_IDS, COCO_CLASSES
 
 from ..image_responses import IMAGE_RESPONSES
 from ..upload import FILE_FIELDS, FILE_FIELDS_TEXT, RAW_MEDIA_TYPES
@@ -18,8 +21,21 @@ VARY = {"Vary": "Accept"}  # the Accept header picks JSON or an image
 
 ScoreThrQuery = Annotated[float, Query(ge=0.0, le=1.0, description="keep detections with score > score_thr")]
 MaxDetsQuery = Annotated[int | None, Query(ge=0, description="keep at most this many (highest scores first)")]
+
+
+def _classes_pattern() -> str:
+    """What ``parse_classes`` accepts, as a regular expression for the OpenAPI document: COCO names
+    (any case) or category ids, comma-separated, blanks around them and empty items ignored."""
+    names = ["".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name) for name in COCO_CLASSES]
+    ids = [f"0*{category_id}" for category_id in COCO_CATEGORY_IDS]
+    item = rf"(?:{'|'.join(names + ids)})"
+    return rf"^\s*(?:{item}\s*)?(?:,\s*(?:{item}\s*)?)*$"
+
+
+# documented precisely; the check itself is parse_classes', whose message lists the valid values
+ClassItem = Annotated[str, WithJsonSchema({"type": "string", "pattern": _classes_pattern()})]
 ClassesQuery = Annotated[
-    list[str] | None,
+    list[ClassItem] | None,
     Query(description="keep only these classes: COCO names (person) or category ids (1); repeat or comma-separate"),
 ]
 
