@@ -20,7 +20,7 @@ from .metrics import ServiceMetrics
 from .middleware import RequestRecord, record_of
 from .model_pool import ModelPool
 from .settings import Settings, get_settings
-from .variant_choice import AUTO_VARIANT, choose_variant
+from .variant_choice import lease_variant
 from .variant_core import VariantCore
 
 
@@ -70,18 +70,11 @@ async def get_variant(
     """The core of the requested variant, held for the request (a load or unload waits for it).
 
     Raises:
-        UnknownVariantError, VariantNotServedError (404), VariantNotReadyError (503),
-        NoVariantLoadedError (auto, 503).
+        UnknownVariantError, VariantNotServedError (404), VariantNotReadyError,
+        NoVariantLoadedError (auto) (503).
     """
-    if variant == AUTO_VARIANT:
-        budget_s = (budget_ms if budget_ms is not None else settings.default_budget_ms) / 1000.0
-        choice = choose_variant(pool.cores(), budget_s)
-        variant = choice.core.variant
-        record.budget_met = choice.budget_met
-        metrics.auto_choices.labels(variant, str(choice.budget_met).lower()).inc()
-    slot = pool.slot(variant)
-    record.variant = slot.variant
-    with pool.lease(slot.variant) as core:
+    budget_s = (budget_ms if budget_ms is not None else settings.default_budget_ms) / 1000.0
+    with lease_variant(pool, variant, budget_s=budget_s, record=record, metrics=metrics) as core:
         yield core
 
 

@@ -49,7 +49,7 @@ from model_zoo import (
 from .batching import MicroBatcher
 from .metrics import ServiceMetrics
 from .settings import Settings
-from .variant_choice import LatencyWindow
+from .latency import LatencyWindow
 from .variant_core import VariantCore
 
 logger = logging.getLogger("attnzoo.models")

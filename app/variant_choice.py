@@ -15,36 +15,17 @@ The rule, for a latency budget B (``budget_ms``; default ``ATTNZOO_DEFAULT_BUDGE
 
 from __future__ import annotations
 
+import contextlib
 import math
-import threading
-from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Iterator, Sequence
 
-if TYPE_CHECKING:  # the core holds a window; the choice reads cores
-    from .variant_core import VariantCore
+from .metrics import ServiceMetrics
+from .middleware import RequestRecord
+from .model_pool import ModelPool
+from .variant_core import VariantCore
 
 AUTO_VARIANT = "auto"  # the variant name that asks the service to choose
-
-
-class LatencyWindow:
-    """The last ``size`` latencies of one variant (seconds); thread-safe."""
-
-    def __init__(self, size: int) -> None:
-        self._seconds: deque[float] = deque(maxlen=size)
-        self._lock = threading.Lock()
-
-    def observe(self, seconds: float) -> None:
-        with self._lock:
-            self._seconds.append(seconds)
-
-    def p95(self) -> float | None:
-        """Nearest-rank 95th percentile (seconds); None before the first observation."""
-        with self._lock:
-            ordered = sorted(self._seconds)
-        if not ordered:
-            return None
-        return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 @dataclass(frozen=True)
@@ -70,3 +51,27 @@ def choose_variant(cores: Sequence[VariantCore], budget_s: float) -> VariantChoi
 def _published_ap(core: VariantCore) -> float:
     box_ap = core.entry.published.box_ap
     return box_ap if box_ap is not None else -math.inf
+
+
+@contextlib.contextmanager
+def lease_variant(
+    pool: ModelPool, name: str, *, budget_s: float, record: RequestRecord, metrics: ServiceMetrics
+) -> Iterator[VariantCore]:
+    """The core that answers a request for the variant ``name`` (or ``auto``, chosen here for
+    ``budget_s``), held for the ``with`` block (``ModelPool.lease``); the variant, and for
+    ``auto`` whether it meets the budget, go to the request's ``record`` and the metrics.
+
+    Every front door resolves its variant here.
+
+    Raises:
+        UnknownVariantError, VariantNotServedError (404), VariantNotReadyError,
+        NoVariantLoadedError (auto) (503).
+    """
+    if name == AUTO_VARIANT:
+        choice = choose_variant(pool.cores(), budget_s)
+        name = choice.core.variant
+        record.budget_met = choice.budget_met
+        metrics.auto_choices.labels(name, str(choice.budget_met).lower()).inc()
+    record.variant = pool.slot(name).variant
+    with pool.lease(record.variant) as core:
+        yield core

@@ -46,7 +46,7 @@ from model_zoo import (
 
 from .batching import BatcherClosedError, BatchOutcome, DeadlineExceededError, MicroBatcher
 from .decode import decode_upload
-from .variant_choice import LatencyWindow
+from .latency import LatencyWindow
 
 DEFAULT_SCORE_THR = 0.3  # the service's default filter (the test config's own threshold is 0.05)
 

@@ -85,6 +85,9 @@ NOT_RUN: dict[str, str] = {
             "kubectl -n monitoring rollout restart deployment prometheus-adapter",
             'kubectl get --raw "/apis/custom.metrics.k8s.io/v1beta1/namespaces/default/pods/*/attnzoo_queue_depth"',
             "kubectl get hpa attnzoo --watch",
+            "DOCKER_BUILDKIT=1 docker build -t attnzoo .",
+            "kubectl apply -f docker/k8s/weights-pvc.yaml -f docker/k8s/inferenceservice.yaml",
+            "kubectl get isvc attnzoo",
         )
     },
 }
@@ -176,7 +179,12 @@ def sandbox(tmp_path_factory, weights_server) -> Iterator[Sandbox]:
     write_coco_root(root / "data" / "coco", SCENES[:2])
     (root / ".venv").symlink_to(REPO / ".venv")
     (root / "tmp").mkdir()
-    settings = {"ATTNZOO_METAFILE": str(zoo / "metafile.yml"), "ATTNZOO_WEIGHTS_DIR": str(weights_dir)}
+    settings = {
+        "ATTNZOO_METAFILE": str(zoo / "metafile.yml"),
+        "ATTNZOO_WEIGHTS_DIR": str(weights_dir),
+        "ATTNZOO_GRPC_PORT": "0",  # the README's servers need no gRPC here (8001 may be taken)
+        "ATTNZOO_ADMIN_TOKEN": "change-me",  # the token the README's model-control commands send
+    }
     with contextlib.ExitStack() as servers:
         yield Sandbox(
             root=root,

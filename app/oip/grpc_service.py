@@ -26,6 +26,7 @@ from ..metrics import PROTOCOL_V2_GRPC, ServiceMetrics
 from ..middleware import AccessLog, RequestRecord, request_id_from
 from ..model_pool import ModelPool, VariantSlot
 from ..settings import Settings
+from ..variant_choice import AUTO_VARIANT, lease_variant
 from ..variant_core import InvalidParameterError
 from .inference import (
     InferenceRequestError,
@@ -120,7 +121,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @_rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context, record: RequestRecord) -> pb.ModelInferResponse:
         started = time.monotonic()
-        core = self.pool.core(self._slot(request.model_name, request.model_version, record).variant)
+        if request.model_name != AUTO_VARIANT:
+            self._slot(request.model_name, request.model_version, record)  # an unknown model first: NOT_FOUND
+        check_version(request.model_name, request.model_version)
         count = image_count(
             [InputHeader(t.name, t.datatype, tuple(t.shape)) for t in request.inputs], max_images=self.settings.queue_size
         )
@@ -128,7 +131,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         names = requested_outputs([output.name for output in request.outputs])
         images = _image_bytes(request, count)
         deadline_at = deadline(started, self.settings.request_timeout_s, parameters.timeout_s, context.time_remaining())
-        arrays = detection_outputs(await run(core, images, parameters.detect, deadline_at, self.metrics, record))
+        budget_s = parameters.budget_s if parameters.budget_s is not None else self.settings.default_budget_ms / 1000.0
+        with lease_variant(self.pool, request.model_name, budget_s=budget_s, record=record, metrics=self.metrics) as core:
+            arrays = detection_outputs(await run(core, images, parameters.detect, deadline_at, self.metrics, record))
         response = pb.ModelInferResponse(model_name=core.variant, model_version=MODEL_VERSION, id=request.id)
         for name in names:
             response.outputs.add(name=name, datatype=datatype_of(arrays[name]), shape=arrays[name].shape)

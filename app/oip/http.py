@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from model_zoo import UnknownVariantError
 
 from ..deps import MetricsDep, PoolDep, RecordDep, SettingsDep
+from ..variant_choice import AUTO_VARIANT, lease_variant
 from ..disconnect import unless_disconnected
 from ..errors import CLIENT_CLOSED, MODEL_ERRORS, UPLOAD_ERRORS, V2_PATH_PREFIX, ServerNotReadyError, error_responses
 from ..model_pool import VariantNotReadyError, VariantSlot
@@ -137,9 +138,12 @@ _INFER = {
 
 @router.post("/models/{model}/infer", **_INFER)
 @router.post("/models/{model}/versions/{version}/infer", **_INFER, dependencies=VERSIONED)
-async def infer(request: Request, core: CoreDep, settings: SettingsDep, metrics: MetricsDep, record: RecordDep) -> Any:
+async def infer(
+    request: Request, model: ModelPath, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep, record: RecordDep
+) -> Any:
     started = time.monotonic()
-    core.admit(started + settings.request_timeout_s)  # before reading the body: refuse at once when overloaded
+    if model != AUTO_VARIANT:  # an unknown model first (404), and refuse before reading the body when overloaded
+        pool.core(get_slot(model, pool, record).variant).admit(started + settings.request_timeout_s)
     body = await request.body()
     infer_request, binary = parse_body(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
     count = image_count([InputHeader(t.name, t.datatype, tuple(t.shape)) for t in infer_request.inputs], max_images=settings.queue_size)
@@ -151,7 +155,9 @@ async def infer(request: Request, core: CoreDep, settings: SettingsDep, metrics:
     }
     images = image_bytes(infer_request.inputs[0], binary, count)
     deadline_at = deadline(started, settings.request_timeout_s, parameters.timeout_s)
-    outcomes = await unless_disconnected(request, run(core, images, parameters.detect, deadline_at, metrics, record))
+    budget_s = parameters.budget_s if parameters.budget_s is not None else settings.default_budget_ms / 1000.0
+    with lease_variant(pool, model, budget_s=budget_s, record=record, metrics=metrics) as core:
+        outcomes = await unless_disconnected(request, run(core, images, parameters.detect, deadline_at, metrics, record))
     if outcomes is None:
         return Response(status_code=CLIENT_CLOSED)  # nobody is listening; for the log and metrics
     arrays = detection_outputs(outcomes)

@@ -22,7 +22,10 @@ if TYPE_CHECKING:  # middleware imports errors, which imports this module
     from ..metrics import ServiceMetrics
     from ..middleware import RequestRecord
 
-DETECT_PARAMETERS = "score_thr (number in [0, 1]), max_dets (integer >= 0), classes (COCO names or category ids, comma-separated)"
+DETECT_PARAMETERS = (
+    "score_thr (number in [0, 1]), max_dets (integer >= 0), classes (COCO names or category ids, comma-separated), "
+    "budget_ms (number > 0, for the model auto)"
+)
 # Parameters Triton's clients send on their own: honoured (timeout, binary_data_output) or ignored (priority).
 PROTOCOL_PARAMETERS = ("binary_data_output", "timeout", "priority")
 _MICROSECONDS = 1e-6
@@ -58,6 +61,7 @@ class RequestParameters:
     detect: DetectParams
     timeout_s: float | None = None  # the client's ``timeout`` (sent in microseconds, Triton's unit)
     binary_output: bool = False  # ``binary_data_output`` (HTTP): every output as binary data
+    budget_s: float | None = None  # ``budget_ms`` for the model ``auto`` (None: the service's default)
 
 
 def image_count(inputs: Sequence[InputHeader], *, max_images: int) -> int:
@@ -96,7 +100,7 @@ def parse_parameters(parameters: Mapping[str, ParameterValue]) -> RequestParamet
         InvalidParameterError (as ``/detect``'s): an unknown name, or a value of the wrong type
         or range; the message names the valid ones.
     """
-    unknown = sorted(set(parameters) - {"score_thr", "max_dets", "classes", *PROTOCOL_PARAMETERS})
+    unknown = sorted(set(parameters) - {"score_thr", "max_dets", "classes", "budget_ms", *PROTOCOL_PARAMETERS})
     if unknown:
         raise InvalidParameterError(
             f"unknown parameter {unknown[0]!r}; valid: {DETECT_PARAMETERS}; and the protocol's {', '.join(PROTOCOL_PARAMETERS)}"
@@ -110,6 +114,9 @@ def parse_parameters(parameters: Mapping[str, ParameterValue]) -> RequestParamet
     classes = parameters.get("classes")
     if classes is not None and not isinstance(classes, str):
         raise InvalidParameterError(f"parameter 'classes' must be a string of names or ids, comma-separated; got {classes!r}")
+    budget_ms = parameters.get("budget_ms")
+    if budget_ms is not None and (not _is_number(budget_ms) or not float(budget_ms) > 0):
+        raise InvalidParameterError(f"parameter 'budget_ms' must be a number > 0; got {budget_ms!r}")
     timeout_us = parameters.get("timeout")
     if timeout_us is not None and (not _is_integer(timeout_us) or timeout_us <= 0):
         raise InvalidParameterError(f"parameter 'timeout' must be an integer number of microseconds > 0; got {timeout_us!r}")
@@ -120,6 +127,7 @@ def parse_parameters(parameters: Mapping[str, ParameterValue]) -> RequestParamet
         DetectParams(float(score_thr), max_dets, parse_classes([classes] if classes is not None else None)),
         timeout_s=timeout_us * _MICROSECONDS if timeout_us is not None else None,
         binary_output=binary_output,
+        budget_s=float(budget_ms) / 1000.0 if budget_ms is not None else None,
     )
 
 

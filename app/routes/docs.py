@@ -56,6 +56,7 @@ def _self_only(page: HTMLResponse) -> HTMLResponse:
     return page
 
 
+# The two pages call FastAPI's two builders with their own options; alike in shape only.
 @router.get(DOCS_PATH)
 async def swagger_ui(request: Request) -> HTMLResponse:
     return _self_only(

@@ -105,6 +105,8 @@ async def get_model(variant: str, pool: PoolDep, measured: MeasuredDep) -> Any:
     return model_summary(pool.slot(variant), measured)
 
 
+# Two routes that differ only in the action they run (duplicates lists them as alike): each path
+# stays a documented operation of its own in the OpenAPI document.
 @router.post(
     "/{variant}/load",
     response_model=ModelOut,

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from model_zoo.visualize import class_color
-from tests.app.conftest import MISSING_VARIANT, REFUSED_VARIANT
+from tests.app.conftest import MISSING_VARIANT, REFUSED_VARIANT, LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -252,6 +252,29 @@ def test_the_page_says_where_to_put_missing_checkpoints(browser, broken_server, 
         page.screenshot(path=str(screenshots / "attnzoo-page-nothing-loaded.png"), full_page=True)
     finally:
         page.close()
+    assert network.outside == [] and network.problems == []
+
+
+def test_the_page_says_when_it_serves_stand_in_weights(browser, zoo, tmp_path, screenshots):
+    from app.main import create_app
+    from model_zoo import ensure_demo_weights, load_registry
+
+    weights = tmp_path / "weights"  # no official file: --demo serves the stand-in made here
+    ensure_demo_weights(load_registry(zoo.metafile).resolve("attn0010"), weights)
+    server = LiveServer(create_app(zoo.settings(weights_dir=weights, variants=["attn0010"], demo=True))).start()
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    network = OnlyLocal(page, server.port)
+    try:
+        page.goto(f"{server.base_url}/")
+        banner = page.locator("#demo-banner")
+        banner.wait_for(state="visible")
+        assert "synthetic stand-in weights" in banner.inner_text().lower()
+        assert page.locator("#demo-variants").inner_text() == "attn0010"
+        assert page.locator("#setup-help").is_hidden()
+        page.screenshot(path=str(screenshots / "attnzoo-page-demo.png"), full_page=True)
+    finally:
+        page.close()
+        server.stop()
     assert network.outside == [] and network.problems == []
 
 

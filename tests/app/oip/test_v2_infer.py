@@ -131,3 +131,16 @@ def test_full_names_and_the_versioned_path_infer_too(live_server, triton_http, t
         result = client.infer(full, [image_input(module, [jpeg])], model_version="1")
         assert_same(detections_of(result), expected)
     assert json_infer(live_server.base_url, [jpeg], variant=f"{full}/versions/1").json()["model_name"] == "attn1111"
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_the_model_auto_chooses_by_the_budget_parameter(live_server, triton_http, triton_grpc, jpeg, metric, transport):
+    client, module = (triton_http, httpclient) if transport == "http" else (triton_grpc, grpcclient)
+    before = metric(live_server.base_url, "attnzoo_auto_choices_total", variant="attn1111", budget_met="true")
+    result = client.infer("auto", [image_input(module, [jpeg])], parameters={"budget_ms": 1e7})
+    response = result.get_response()
+    model_name = response["model_name"] if transport == "http" else response.model_name
+    assert model_name == "attn1111"  # the most accurate of attn0010 (39.1) and attn1111 (40.0) fits
+    assert metric(live_server.base_url, "attnzoo_auto_choices_total", variant="attn1111", budget_met="true") == before + 1
+    with pytest.raises(Exception, match="budget_ms"):
+        client.infer("auto", [image_input(module, [jpeg])], parameters={"budget_ms": -1})

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.variant_choice import LatencyWindow, choose_variant
+from app.latency import LatencyWindow
+from app.variant_choice import choose_variant
 
 
 @dataclass
