@@ -155,7 +155,6 @@ def _scene_pil(make_scene, width=160, height=120) -> Image.Image:
         ("text content type", "text/plain", 415, "unsupported_media_type"),
         ("ico format", "image/x-icon", 415, "unsupported_image_format"),
         ("pixel bomb", "image/png", 413, "too_many_pixels"),
-        ("1x4000 shrinks to 0 px", "image/png", 422, "unprocessable_image"),
     ],
 )
 async def test_bad_input_is_a_4xx_with_a_json_reason(asgi_client, make_scene, jpeg, case, content_type, status, code):
@@ -179,7 +178,6 @@ async def test_bad_input_is_a_4xx_with_a_json_reason(asgi_client, make_scene, jp
         + chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0))
         + chunk(b"IDAT", zlib.compress(b"\x00" * 4096))
         + chunk(b"IEND", b""),
-        "1x4000 shrinks to 0 px": _pil(Image.new("RGB", (1, 4000), (90, 90, 90)), "PNG"),
     }
     async with asgi_client as http:
         response = await http.post("/detect", params={"variant": VARIANT}, content=payloads[case], headers={"Content-Type": content_type})
@@ -209,6 +207,8 @@ def test_multipart_field_image_is_accepted_like_file(client, jpeg):
     [
         ("1x1", (1, 1)),
         ("10x1000 aspect 1:100", (10, 1000)),
+        ("1x4000, a side rounds to 0 px", (1, 4000)),  # issue 15: mmdet fails here; we answer
+        ("4000x1, a side rounds to 0 px", (4000, 1)),
         ("16-bit png", (160, 120)),
         ("cmyk jpeg", (160, 120)),
         ("palette png", (160, 120)),
@@ -228,6 +228,8 @@ def test_odd_but_valid_images_get_a_correct_answer(client, make_scene, encode_im
     payloads = {
         "1x1": lambda: _pil(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
         "10x1000 aspect 1:100": lambda: _pil(scene.resize((10, 1000)), "PNG"),
+        "1x4000, a side rounds to 0 px": lambda: _pil(Image.new("RGB", (1, 4000), (90, 90, 90)), "PNG"),
+        "4000x1, a side rounds to 0 px": lambda: _pil(Image.new("RGB", (4000, 1), (90, 90, 90)), "PNG"),
         "16-bit png": lambda: encode_image(make_scene(160, 120).astype(np.uint16) * 257, ".png"),
         "cmyk jpeg": lambda: _pil(scene.convert("CMYK"), "JPEG"),
         "palette png": lambda: _pil(scene.convert("P"), "PNG"),
