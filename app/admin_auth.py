@@ -10,9 +10,14 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .settings import Settings, get_settings
+
+# auto_error=False: a missing token is answered by the service's own 401 (JSON body,
+# WWW-Authenticate), not FastAPI's 403; the scheme still shows in OpenAPI ("Authorize" on /docs).
+bearer_token = HTTPBearer(auto_error=False, scheme_name="adminToken", description="ATTNZOO_ADMIN_TOKEN")
 
 
 class ModelControlDisabledError(Exception):
@@ -27,12 +32,12 @@ class NotAuthorizedError(Exception):
 
 async def require_admin(
     settings: Annotated[Settings, Depends(get_settings)],
-    authorization: Annotated[str | None, Header(description="Bearer <ATTNZOO_ADMIN_TOKEN>")] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_token)],
 ) -> None:
     """Raises ModelControlDisabledError (403) or NotAuthorizedError (401) unless the token matches."""
     if settings.admin_token is None:
         raise ModelControlDisabledError("model control is off: start the service with ATTNZOO_ADMIN_TOKEN set")
-    scheme, _, given = (authorization or "").partition(" ")
+    given = credentials.credentials.strip() if credentials is not None else ""
     expected = settings.admin_token.get_secret_value()
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected.encode()):
+    if not given or not secrets.compare_digest(given.encode(), expected.encode()):
         raise NotAuthorizedError("send the admin token as 'Authorization: Bearer <ATTNZOO_ADMIN_TOKEN>'")

@@ -431,7 +431,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--protocols", default=",".join(PROTOCOLS), help=f"front doors to compare, comma-separated from {', '.join(PROTOCOLS)}; empty: none"
     )
-    parser.add_argument("--start-timeout", type=float, default=600.0)
     common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
