@@ -49,6 +49,8 @@ IMAGE_REQUEST_BODY = {
             "schema": {
                 "type": "object",
                 "properties": {name: {**_BINARY, "description": f"the image (send {FILE_FIELDS_TEXT})"} for name in FILE_FIELDS},
+                "minProperties": 1,  # an empty form carries no image: 400 empty_body
+                "maxProperties": 1,
             }
         },
         **{media_type: {"schema": _BINARY} for media_type in RAW_MEDIA_TYPES},
