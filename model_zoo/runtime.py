@@ -1,4 +1,4 @@
-"""Process-wide settings for fast CPU inference with a flat memory footprint.
+"""Process-wide settings for fast CPU inference with a bounded memory footprint.
 
 Every forward pass allocates fresh feature maps of up to ~60 MiB each (1333×800 input). glibc's
 malloc serves blocks that large with ``mmap`` and unmaps them on ``free``, so each forward
@@ -16,8 +16,9 @@ arena's peak, and fragmentation across their 64 MiB heaps makes it creep up with
 worse, a heap of another arena that empties is unmapped whatever the trim threshold, so big
 blocks page-fault in again (issue 12: +150 KiB per 1333×800 request; BENCHMARKS.md, soak.py: tens
 of MiB per 100 requests and ~30000 minor faults per request, against 1 MiB and 4 with one arena).
-One arena for the whole process keeps it flat and fault-free: the threads that share it allocate a
-few large blocks per forward, not a stream of small ones, so they hardly contend for it.
+One arena for the whole process keeps it flat over 100 requests and fault-free: the threads that
+share it allocate a few large blocks per forward, not a stream of small ones, so they hardly contend
+for it. (Over 1000 requests the one heap still rises in steps, BENCHMARKS.md 03:21 UTC soak; open.)
 """
 
 from __future__ import annotations
