@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qsl, urlsplit
@@ -22,6 +23,8 @@ import httpx
 import numpy as np
 import pytest
 
+from app.main import create_app
+from model_zoo import ensure_demo_weights, load_registry
 from model_zoo.visualize import class_color
 from tests.app.conftest import MISSING_VARIANT, REFUSED_VARIANT, LiveServer
 
@@ -233,11 +236,20 @@ def test_the_page_end_to_end(browser, live_server, make_scene, tmp_path, screens
     assert problems == []
 
 
-def test_the_page_says_where_to_put_missing_checkpoints(browser, broken_server, zoo, screenshots):
+@contextmanager
+def page_of(browser, server: LiveServer) -> Iterator[tuple[object, OnlyLocal]]:
+    """The service's page opened in a new tab (closed afterwards), and what it asked the network."""
     page = browser.new_page(viewport={"width": 1100, "height": 900})
-    network = OnlyLocal(page, broken_server.port)
+    network = OnlyLocal(page, server.port)
     try:
-        page.goto(f"{broken_server.base_url}/")
+        page.goto(f"{server.base_url}/")
+        yield page, network
+    finally:
+        page.close()
+
+
+def test_the_page_says_where_to_put_missing_checkpoints(browser, broken_server, zoo, screenshots):
+    with page_of(browser, broken_server) as (page, network):
         help_box = page.locator("#setup-help")
         help_box.wait_for(state="visible")
         assert page.locator("#setup-title").inner_text() == "No variant is loaded"
@@ -250,30 +262,22 @@ def test_the_page_says_where_to_put_missing_checkpoints(browser, broken_server, 
         assert items[1].startswith(f"{REFUSED_VARIANT}: ") and "sha256" in items[1]
         assert page.locator("#status").inner_text() == "No variant is loaded: see below what to do."
         page.screenshot(path=str(screenshots / "attnzoo-page-nothing-loaded.png"), full_page=True)
-    finally:
-        page.close()
     assert network.outside == [] and network.problems == []
 
 
 def test_the_page_says_when_it_serves_stand_in_weights(browser, zoo, tmp_path, screenshots):
-    from app.main import create_app
-    from model_zoo import ensure_demo_weights, load_registry
-
     weights = tmp_path / "weights"  # no official file: --demo serves the stand-in made here
     ensure_demo_weights(load_registry(zoo.metafile).resolve("attn0010"), weights)
     server = LiveServer(create_app(zoo.settings(weights_dir=weights, variants=["attn0010"], demo=True))).start()
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    network = OnlyLocal(page, server.port)
     try:
-        page.goto(f"{server.base_url}/")
-        banner = page.locator("#demo-banner")
-        banner.wait_for(state="visible")
-        assert "synthetic stand-in weights" in banner.inner_text().lower()
-        assert page.locator("#demo-variants").inner_text() == "attn0010"
-        assert page.locator("#setup-help").is_hidden()
-        page.screenshot(path=str(screenshots / "attnzoo-page-demo.png"), full_page=True)
+        with page_of(browser, server) as (page, network):
+            banner = page.locator("#demo-banner")
+            banner.wait_for(state="visible")
+            assert "synthetic stand-in weights" in banner.inner_text().lower()
+            assert page.locator("#demo-variants").inner_text() == "attn0010"
+            assert page.locator("#setup-help").is_hidden()
+            page.screenshot(path=str(screenshots / "attnzoo-page-demo.png"), full_page=True)
     finally:
-        page.close()
         server.stop()
     assert network.outside == [] and network.problems == []
 
