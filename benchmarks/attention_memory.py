@@ -223,9 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="our block as the detector runs it with this cpu_kernels setting (default: %(default)s)")
     parser.add_argument("--mmcv-python", default=None, help=f"reference interpreter (default: {common.DEFAULT_REFERENCE_PYTHON} if it imports mmcv)")
     parser.add_argument("--no-mmcv", dest="mmcv_python", action="store_const", const="", help="measure ours only")
-    parser.add_argument("--no-append", action="store_true", help=f"do not append to {common.BENCHMARKS_FILE.name}")
-    parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE, help="where to append (default: %(default)s)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    common.add_output_arguments(parser)
     return parser
 
 
@@ -251,12 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = common.machine_info()
     result = run(args)
     text = entry_text(args, argv, result, machine)
-    print("\n" + text)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "threads": args.threads, "scale": list(args.scale), **result}, indent=1))
-    if not args.no_append:
-        common.append_entry(text, args.benchmarks_file)
-        print(f"appended to {args.benchmarks_file}")
+    common.publish(text, args, {"machine": machine, "threads": args.threads, "scale": list(args.scale), **result})
     return 0
 
 

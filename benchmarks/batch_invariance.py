@@ -16,7 +16,6 @@ Usage: python benchmarks/batch_invariance.py [--variants attn0010] [--scale 1333
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -167,9 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--malloc", choices=("keep", "default"), default="keep", help="as benchmarks/speed.py (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic-weights seed")
-    parser.add_argument("--no-append", action="store_true", help=f"do not append to {common.BENCHMARKS_FILE.name}")
-    parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE, help="where to append (default: %(default)s)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    common.add_output_arguments(parser)
     return parser
 
 
@@ -204,12 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = common.machine_info()
     rows = run(args)
     text = entry_text(args, argv, rows, machine)
-    print("\n" + text)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "rows": [asdict(row) for row in rows]}, indent=1))
-    if not args.no_append:
-        common.append_entry(text, args.benchmarks_file)
-        print(f"appended to {args.benchmarks_file}")
+    common.publish(text, args, {"machine": machine, "rows": [asdict(row) for row in rows]})
     return 0
 
 

@@ -218,9 +218,9 @@ def entry_header(title: str, command: str, machine: dict[str, Any], versions: di
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--no-append``, ``--json PATH``, ``--benchmarks-file``: where an entry goes."""
-    parser.add_argument("--no-append", action="store_true", help="print the entry only")
+    parser.add_argument("--no-append", action="store_true", help=f"print the entry only, do not append it to {BENCHMARKS_FILE.name}")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw measurements here")
-    parser.add_argument("--benchmarks-file", type=Path, default=BENCHMARKS_FILE)
+    parser.add_argument("--benchmarks-file", type=Path, default=BENCHMARKS_FILE, help="where to append (default: %(default)s)")
 
 
 def publish(text: str, args: argparse.Namespace, payload: dict[str, Any]) -> None:

@@ -336,9 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", choices=("all", "none", *COMPILE_MODES), default="all", help="torch.compile modes to try on CUDA")
     parser.add_argument("--budget-s", type=float, default=420.0, help="time for the whole run (default: %(default)s s)")
     parser.add_argument("--threads", type=int, default=common.default_threads(), help="torch CPU threads (default: all cores, %(default)s)")
-    parser.add_argument("--no-append", action="store_true", help=f"do not append to {common.BENCHMARKS_FILE.name}")
-    parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE, help="where to append (default: %(default)s)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    common.add_output_arguments(parser)
     return parser
 
 
@@ -386,12 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="attnzoo-gpu-check-") as tmp:
         results = run(args, Path(tmp))
     text = entry_text(args, argv, results, machine)
-    print("\n" + text)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, **results}, indent=1))
-    if not args.no_append:
-        common.append_entry(text, args.benchmarks_file)
-        print(f"appended to {args.benchmarks_file}")
+    common.publish(text, args, {"machine": machine, **results})
     parity_ok = all(not row["problems"] and row["images"] == row["of"] for row in results["parity"])
     return 0 if parity_ok else 1
 

@@ -613,9 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-torchvision", action="store_true", help="skip torchvision")
     parser.add_argument("--before", type=Path, default=None,
                         help="also time the engine of this checkout (e.g. `git worktree add /tmp/engine-before e154511`), rows `before <variant>`")  # fmt: skip
-    parser.add_argument("--no-append", action="store_true", help=f"do not append to {common.BENCHMARKS_FILE.name}")
-    parser.add_argument("--benchmarks-file", type=Path, default=common.BENCHMARKS_FILE, help="where to append (default: %(default)s)")
-    parser.add_argument("--json", type=Path, default=None, help="also write all timings as JSON here")
+    common.add_output_arguments(parser)
     return parser
 
 
@@ -664,13 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="attnzoo-speed-") as tmp:
         images, rows = run(args, Path(tmp))
     text = entry_text(args, argv, rows, images, machine)
-    print("\n" + text)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "threads": args.threads, "scale": list(args.scale),
-                                         "rows": [r.to_dict() for r in rows]}, indent=1))  # fmt: skip
-    if not args.no_append:
-        common.append_entry(text, args.benchmarks_file)
-        print(f"appended to {args.benchmarks_file}")
+    common.publish(text, args, {"machine": machine, "threads": args.threads, "scale": list(args.scale), "rows": [r.to_dict() for r in rows]})
     return 1 if any(row.error for row in rows) else 0
 
 
