@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .settings import Settings, get_settings
+from .settings import Settings, get_app_settings
 
 # auto_error=False: a missing token is answered by the service's own 401 (JSON body,
 # WWW-Authenticate), not FastAPI's 403; the scheme still shows in OpenAPI ("Authorize" on /docs).
@@ -31,7 +31,7 @@ class NotAuthorizedError(Exception):
 
 
 async def require_admin(
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(get_app_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_token)],
 ) -> None:
     """Raises ModelControlDisabledError (403) or NotAuthorizedError (401) unless the token matches."""

@@ -1,5 +1,8 @@
 """Shared dependencies as ``Annotated`` aliases: the routes' only way to reach the app's state.
 
+Every dependency is ``async def``, also those that do not await: FastAPI runs a plain ``def``
+dependency in a worker thread, a thread hop per dependency per request for reading an attribute.
+
 :data:`VariantDep` resolves the ``variant`` query parameter once per request: an unknown name, or
 one this process was not started with, is a 404 and a variant that cannot answer now a 503, all
 raised here; ``auto`` lets the service choose by the request's latency budget
@@ -19,27 +22,27 @@ from .measured_figures import MeasuredFigures
 from .metrics import ServiceMetrics
 from .middleware import RequestRecord, record_of
 from .model_pool import ModelPool
-from .settings import Settings, get_settings
+from .settings import Settings, get_app_settings
 from .variant_choice import lease_variant
 from .variant_core import VariantCore
 
 
-def get_pool(request: Request) -> ModelPool:
+async def get_pool(request: Request) -> ModelPool:
     pool = getattr(request.app.state, "pool", None)
     if pool is None:
         raise ServiceNotStartedError("the service has not started (its lifespan is not running)")
     return pool
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
-def get_measured(request: Request) -> MeasuredFigures:
+async def get_measured(request: Request) -> MeasuredFigures:
     return request.app.state.measured
 
 
-def get_record(request: Request) -> RequestRecord:
+async def get_record(request: Request) -> RequestRecord:
     """This request's access-log record (made by ``RequestContextMiddleware``)."""
     record = record_of(request.scope)
     if record is None:  # an app used without its middleware (never in the service)
@@ -47,7 +50,7 @@ def get_record(request: Request) -> RequestRecord:
     return record
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PoolDep = Annotated[ModelPool, Depends(get_pool)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 MeasuredDep = Annotated[MeasuredFigures, Depends(get_measured)]

@@ -90,7 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = service_metrics
     app.state.measured = MeasuredFigures(settings.results_dir, registry)
     app.state.pool = None
-    app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     configure_access_log()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)

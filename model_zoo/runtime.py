@@ -18,7 +18,10 @@ blocks page-fault in again (issue 12: +150 KiB per 1333×800 request; BENCHMARKS
 of MiB per 100 requests and ~30000 minor faults per request, against 1 MiB and 4 with one arena).
 One arena for the whole process keeps it flat over 100 requests and fault-free: the threads that
 share it allocate a few large blocks per forward, not a stream of small ones, so they hardly contend
-for it. (Over 1000 requests the one heap still rises in steps, BENCHMARKS.md 03:21 UTC soak; open.)
+for it. Kept memory also makes a late free costly: memory that Python frees only at a full garbage
+collection (a reference cycle) makes the heap grow meanwhile, and the heap keeps that peak. Over 1000
+requests the service's heap rose in steps for that reason (a queued request's image in a cycle,
+fixed in ``app.batching``; BENCHMARKS.md 03:21 UTC soak against the later ones).
 """
 
 from __future__ import annotations

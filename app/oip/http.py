@@ -62,18 +62,18 @@ router = APIRouter(
 ModelPath = Annotated[str, Path(description="variant alias or full name, e.g. attn1111-dcn")]
 
 
-def get_slot(model: ModelPath, pool: PoolDep, record: RecordDep) -> VariantSlot:
+async def get_slot(model: ModelPath, pool: PoolDep, record: RecordDep) -> VariantSlot:
     """The registry variant named ``model`` (404 when there is none), recorded for the access log."""
     slot = pool.slot(model)
     record.variant = slot.variant
     return slot
 
 
-def check_version_path(model: ModelPath, version: Annotated[str, Path(description='the only version is "1"')]) -> None:
+async def check_version_path(model: ModelPath, version: Annotated[str, Path(description='the only version is "1"')]) -> None:
     check_version(model, version)
 
 
-def get_core(slot: Annotated[VariantSlot, Depends(get_slot)], pool: PoolDep) -> VariantCore:
+async def get_core(slot: Annotated[VariantSlot, Depends(get_slot)], pool: PoolDep) -> VariantCore:
     """The core of a loaded variant (503 while it is loading or when it is unavailable)."""
     return pool.core(slot.variant)
 
@@ -143,7 +143,7 @@ async def infer(
 ) -> Any:
     started = time.monotonic()
     if model != AUTO_VARIANT:  # an unknown model first (404), and refuse before reading the body when overloaded
-        pool.core(get_slot(model, pool, record).variant).admit(started + settings.request_timeout_s)
+        pool.core((await get_slot(model, pool, record)).variant).admit(started + settings.request_timeout_s)
     body = await request.body()
     infer_request, binary = parse_body(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
     count = image_count([InputHeader(t.name, t.datatype, tuple(t.shape)) for t in infer_request.inputs], max_images=settings.queue_size)

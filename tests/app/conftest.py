@@ -9,7 +9,7 @@ small test-time scale (fast CPU forwards), and whose weights are:
 
 One session-wide server loads the two good variants once and serves gRPC (the Open Inference
 Protocol) on a free port; tests that need other settings build their own app (cheap when it
-loads nothing; no gRPC unless asked) or override ``get_settings`` on the shared one. Modules
+loads nothing; no gRPC unless asked) or replace ``app.state.settings`` on the shared one. Modules
 that need all four variants use ``four_variant_server`` (synthetic checkpoints for the other two).
 """
 
@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -195,6 +196,19 @@ class LiveServer:
         self.server.should_exit = True
         self._thread.join(60)
         self._socket.close()
+
+
+@contextmanager
+def serving_settings(app: FastAPI, settings: Settings) -> Iterator[None]:
+    """``app``'s routes read ``settings`` inside (``app.state.settings``; what the pool and the
+    batchers were built with stays). Not pytest's monkeypatch: undoing it on a Starlette ``State``
+    deletes the attribute."""
+    original = app.state.settings
+    app.state.settings = settings
+    try:
+        yield
+    finally:
+        app.state.settings = original
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 import time
+import weakref
 from concurrent.futures import CancelledError
 
 import pytest
@@ -295,3 +297,43 @@ def test_a_request_whose_batch_would_end_past_its_deadline_never_runs(make_batch
     with pytest.raises(DeadlineExceededError, match="past the deadline"):
         doomed.result(30)
     assert fn.batches == [[0], [1]]
+
+
+class Image:
+    """An item that can be watched: a weak reference to it dies when the last strong one does."""
+
+
+@pytest.fixture()
+def without_cycle_collector():
+    """Only reference counting frees objects: what a reference cycle would keep stays alive."""
+    gc.disable()
+    yield
+    gc.enable()
+
+
+def test_an_answered_request_is_freed_by_reference_counting(make_batcher, eventually, without_cycle_collector):
+    # issue 12: a request's item (its decoded image) held in a reference cycle stayed in memory
+    # until a full garbage collection, and the heap grew in the meantime
+    batcher = make_batcher(lambda items: [id(item) for item in items])
+    item = Image()
+    watched = weakref.ref(item)
+    future = batcher.submit(item, far())
+    assert future.result(5).result == id(item)
+    del item
+    eventually(lambda: watched() is None)
+    assert future.done()  # the caller may keep its future: it does not hold the item
+
+
+def test_a_withdrawn_request_is_freed_by_reference_counting(make_batcher, eventually, without_cycle_collector):
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = make_batcher(lambda items: fn([0]), max_batch=1)
+    batcher.submit(Image(), far())
+    assert fn.entered.wait(5)
+    item = Image()
+    watched = weakref.ref(item)
+    future = batcher.submit(item, far())
+    del item
+    assert future.cancel()
+    fn.gate.set()
+    eventually(lambda: watched() is None)

@@ -7,17 +7,17 @@ import math
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.settings import get_settings
 from model_zoo import load_detector
 from model_zoo.categories import COCO_CLASSES
 from model_zoo.weights import sha256_file
+
+from tests.app.conftest import serving_settings
 
 VARIANT = "attn0010"
 
@@ -359,15 +359,9 @@ def test_overload_is_a_429_with_retry_after_and_the_service_recovers(live_server
     assert post_image(base_url, jpeg).status_code == 200
 
 
-@contextmanager
 def request_timeout(app, zoo, seconds: float):
     """Requests that start inside get ``seconds`` as their deadline."""
-    original = app.dependency_overrides[get_settings]
-    app.dependency_overrides[get_settings] = lambda: zoo.settings(request_timeout_s=seconds)
-    try:
-        yield
-    finally:
-        app.dependency_overrides[get_settings] = original
+    return serving_settings(app, zoo.settings(request_timeout_s=seconds))
 
 
 def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_runs(live_server, hold_model, metric, jpeg, zoo, caplog):

@@ -9,17 +9,15 @@ import httpx
 import pytest
 
 from app.main import create_app
-from app.settings import get_settings
 
-from tests.app.conftest import LOADED_VARIANTS, MISSING_VARIANT, REFUSED_VARIANT
+from tests.app.conftest import LOADED_VARIANTS, MISSING_VARIANT, REFUSED_VARIANT, serving_settings
 
 MISSING_FILE = f"{MISSING_VARIANT}-12345678.pth"  # the name the test zoo's registry gives it
 
 
 def non_strict(app):
-    """``app`` reading ATTNZOO_STRICT_READINESS=false from now on (its routes' settings dependency)."""
-    settings = app.state.settings.model_copy(update={"strict_readiness": False})
-    return {get_settings: lambda: settings}
+    """``app``'s settings with ATTNZOO_STRICT_READINESS=false (what its routes read from ``app.state``)."""
+    return app.state.settings.model_copy(update={"strict_readiness": False})
 
 
 def test_healthz(client):
@@ -64,9 +62,9 @@ def test_readyz_says_where_missing_weights_go_and_that_demo_exists(broken_server
     assert "`attnzoo serve --demo`" in body["hint"] and "attnzoo fetch" in body["hint"]
 
 
-def test_non_strict_readiness_still_needs_one_variant(broken_server, monkeypatch):
-    monkeypatch.setattr(broken_server.app, "dependency_overrides", {**broken_server.app.dependency_overrides, **non_strict(broken_server.app)})
-    ready = httpx.get(f"{broken_server.base_url}/readyz")
+def test_non_strict_readiness_still_needs_one_variant(broken_server):
+    with serving_settings(broken_server.app, non_strict(broken_server.app)):
+        ready = httpx.get(f"{broken_server.base_url}/readyz")
     assert ready.status_code == 503
     assert ready.json()["strict"] is False
     assert ready.json()["variants"] == {REFUSED_VARIANT: "unavailable", MISSING_VARIANT: "unavailable"}
@@ -87,7 +85,7 @@ async def test_one_loaded_and_one_missing_variant_strict_and_not(zoo, jpeg, wait
     async with serving(app) as http:
         assert await anyio.to_thread.run_sync(wait_settled, app.state.pool, 300)
         strict = await http.get("/readyz")
-        app.dependency_overrides.update(non_strict(app))
+        app.state.settings = non_strict(app)
         relaxed = await http.get("/readyz")
         detect = await http.post("/detect", params={"variant": loaded}, content=jpeg)
         model = (await http.get(f"/models/{loaded}")).json()
