@@ -103,7 +103,8 @@ async def send(host: str, port: int, variant: str, image: bytes, timeout: float)
 
 async def burst(base_url: str, variant: str, image: bytes, count: int, timeout: float) -> tuple[list[Answer], float]:
     """``count`` requests at once, one connection each; (answers, wall seconds)."""
-    host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+    url = httpx.URL(base_url)
+    host, port = url.host, url.port
     started = time.perf_counter()
     answers = await asyncio.gather(*(send(host, port, variant, image, timeout) for _ in range(count)))
     return list(answers), time.perf_counter() - started
