@@ -13,7 +13,9 @@ be answered: the rest of the running batch, then the batches of the requests ahe
 own. A request is refused at once, with a ``retry_after_s`` computed from those same figures,
 when the queue is full (:class:`QueueFullError`) or when that prediction lands past its deadline
 (:class:`DeadlineUnreachableError`); both are :class:`OverloadedError`. :meth:`MicroBatcher.admit`
-makes the same check without queueing, so a caller can refuse before decoding an upload.
+makes the same check before the request has an item to queue (before its upload is read and
+decoded) and holds its place (:class:`Admission`) until :meth:`MicroBatcher.submit` takes it over:
+held places count as waiting requests, so that requests admitted together see one another.
 A queued request whose deadline passed, whose batch would end past its deadline, or whose caller
 gave up (its future cancelled, e.g. the client disconnected) is dropped before it reaches the
 model, so it costs the other requests nothing.
@@ -70,6 +72,33 @@ class BatcherClosedError(Exception):
     """The batcher was shut down (service stopping)."""
 
 
+class Admission:
+    """A request's place in a batcher's queue, held from its admission (:meth:`MicroBatcher.admit`)
+    until it is queued (:meth:`MicroBatcher.submit` takes the place over) or gives up
+    (:meth:`release`, or the end of a ``with`` block; both are no-ops once the place is gone).
+
+    Held places count as waiting requests in every admission check. Without them a burst is
+    admitted whole while the queue is still empty (every request of it is still reading and
+    decoding its upload), and refused only later, one by one, after that work (issue 12: 640
+    requests at once, refusals 1-3 s late).
+    """
+
+    __slots__ = ("batcher", "held")
+
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self.batcher = batcher
+        self.held = True  # guarded by the batcher's lock
+
+    def release(self) -> None:
+        self.batcher._release(self)
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
 @dataclass(frozen=True)
 class BatchOutcome(Generic[Result]):
     """What one request gets back: its result and how its time was spent (seconds)."""
@@ -121,6 +150,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.name = name
         self.on_batch = on_batch
         self._waiting: deque[_Pending[Item]] = deque()
+        self._held = 0  # places held by admitted requests not queued yet (Admission)
         self._cond = threading.Condition()
         self._stop = False
         self.smoothing = smoothing
@@ -135,27 +165,45 @@ class MicroBatcher(Generic[Item, Result]):
         with self._cond:
             return len(self._waiting)
 
-    def submit(self, item: Item, deadline: float) -> "Future[BatchOutcome[Result]]":
-        """Queue ``item``; ``deadline`` is a ``time.monotonic()`` instant.
+    def submit(self, item: Item, deadline: float, admission: Admission | None = None) -> "Future[BatchOutcome[Result]]":
+        """Queue ``item``; ``deadline`` is a ``time.monotonic()`` instant. ``admission``: the place
+        the request was given by :meth:`admit`, which the queued item takes over (a place of
+        another batcher, one whose variant was reloaded meanwhile, is released).
 
         Cancel the returned future to withdraw the request; that works until its batch starts.
 
         Raises:
             QueueFullError, DeadlineUnreachableError (both OverloadedError), BatcherClosedError.
         """
-        return self._enqueue(_Pending(item, Future(), time.monotonic(), deadline))
+        if admission is not None and admission.batcher is not self:
+            admission.release()
+            admission = None
+        return self._enqueue(_Pending(item, Future(), time.monotonic(), deadline), admission)
 
-    def admit(self, deadline: float) -> None:
-        """Check, without queueing anything, that a request with this deadline would be queued now.
+    def admit(self, deadline: float) -> Admission:
+        """Admit a request with this deadline before it has an item to queue, and hold its place.
 
-        Cheap (no model work): call it before expensive preparation such as decoding an upload, so
-        that an overloaded service refuses at once. :meth:`submit` checks again.
+        Cheap (no model work): call it before expensive preparation such as reading and decoding
+        an upload, so that an overloaded service refuses at once; then pass the place to
+        :meth:`submit` (which checks again), or release it when the request ends otherwise.
 
         Raises:
             QueueFullError, DeadlineUnreachableError (both OverloadedError), BatcherClosedError.
         """
         with self._cond:
             self._check_admission(deadline, time.monotonic())
+            self._held += 1
+        return Admission(self)
+
+    def _release(self, admission: Admission) -> None:
+        with self._cond:
+            self._unhold(admission)
+
+    def _unhold(self, admission: Admission) -> None:
+        """Give up ``admission``'s place, if it still holds one (call with the lock held)."""
+        if admission.held:
+            admission.held = False
+            self._held -= 1
 
     def predicted_batch_s(self, size: int) -> float | None:
         """Seconds a batch of ``size`` items is predicted to take (see :meth:`_predicted_batch_s`)."""
@@ -166,12 +214,14 @@ class MicroBatcher(Generic[Item, Result]):
         """Seconds until a request queued now at ``position`` (default: the end of the queue) would
         have its result; None until a batch has been measured (or is running)."""
         with self._cond:
-            ahead = len(self._waiting) if position is None else position
+            ahead = len(self._waiting) + self._held if position is None else position
             return self._seconds_to_serve(ahead + 1, time.monotonic())
 
-    def _enqueue(self, pending: _Pending[Item]) -> Future:
+    def _enqueue(self, pending: _Pending[Item], admission: Admission | None) -> Future:
         future = pending.future
         with self._cond:
+            if admission is not None:
+                self._unhold(admission)  # the queued item takes the place over
             self._check_admission(pending.deadline, pending.enqueued_at)
             self._waiting.append(pending)
             self._cond.notify()
@@ -186,7 +236,7 @@ class MicroBatcher(Generic[Item, Result]):
         """Raise if a request with ``deadline`` cannot be queued at ``now`` (call with the lock held)."""
         if self._stop:
             raise BatcherClosedError(f"{self.name}: shutting down")
-        waiting = len(self._waiting)
+        waiting = len(self._waiting) + self._held
         if waiting >= self.queue_size:
             # a place frees up once the requests over the limit have been taken by the worker
             raise QueueFullError(self.name, self.queue_size, _whole_seconds(self._seconds_to_serve(waiting + 1 - self.queue_size, now)))

@@ -44,7 +44,7 @@ from model_zoo import (
     attention_map,
 )
 
-from .batching import BatcherClosedError, BatchOutcome, DeadlineExceededError, MicroBatcher
+from .batching import Admission, BatcherClosedError, BatchOutcome, DeadlineExceededError, MicroBatcher
 from .decode import decode_upload
 from .latency import LatencyWindow
 
@@ -200,29 +200,35 @@ class VariantCore:
         self.close()
         return idle
 
-    def admit(self, deadline: float) -> None:
+    def admit(self, deadline: float) -> Admission:
         """Refuse now, before any work on the request (reading or decoding its image), what the
-        batcher would refuse: a full queue, or a queue ahead that would keep it past ``deadline``.
+        batcher would refuse: a full queue, or a queue ahead that would keep it past ``deadline``;
+        else hold the request's place in the queue. Give the place to :meth:`detect`, or use it as
+        a context manager that releases it when the request ends.
 
         Raises:
             OverloadedError (429, with Retry-After), BatcherClosedError.
         """
-        self.batcher.admit(deadline)
+        return self.batcher.admit(deadline)
 
-    async def detect(self, image: ImageData, params: DetectParams, deadline: float) -> DetectOutcome:
-        """Detections of one image; ``deadline`` is a ``time.monotonic()`` instant.
+    async def detect(
+        self, image: ImageData, params: DetectParams, deadline: float, admission: Admission | None = None
+    ) -> DetectOutcome:
+        """Detections of one image; ``deadline`` is a ``time.monotonic()`` instant; ``admission``:
+        the request's place from :meth:`admit` (default: admitted here, before decoding).
 
         Raises:
             decode.UploadError, ImageUnprocessableError, batching errors (overloaded, deadline,
             shutting down), ModelExecutionError.
         """
-        self.admit(deadline)  # before decoding: an overloaded service refuses at once
-        started = time.perf_counter()
-        pixels, prepared = await run_in_threadpool(self._prepare, image)
-        preprocess_s = time.perf_counter() - started
-        if time.monotonic() >= deadline:
-            raise DeadlineExceededError("deadline passed during decoding")
-        outcome = await _wait(self.batcher.submit(prepared, deadline), deadline)
+        with admission or self.admit(deadline) as place:  # released if the request ends before it is queued
+            started = time.perf_counter()
+            pixels, prepared = await run_in_threadpool(self._prepare, image)
+            preprocess_s = time.perf_counter() - started
+            if time.monotonic() >= deadline:
+                raise DeadlineExceededError("deadline passed during decoding")
+            queued = self.batcher.submit(prepared, deadline, place)
+        outcome = await _wait(queued, deadline)
         post_started = time.perf_counter()
         result = outcome.result.filter(params.score_thr, params.max_dets, params.labels)
         seconds = {
@@ -234,17 +240,23 @@ class VariantCore:
         self.latency.observe(sum(seconds.values()))
         return DetectOutcome(result, pixels, seconds, outcome.batch_size)
 
-    async def detect_all(self, images: Sequence[ImageData], params: DetectParams, deadline: float) -> list[DetectOutcome]:
+    async def detect_all(
+        self, images: Sequence[ImageData], params: DetectParams, deadline: float, admission: Admission | None = None
+    ) -> list[DetectOutcome]:
         """Detections of several images of one request, queued together (they may share batches).
+        ``admission``: the request's place from :meth:`admit`, which its first image takes.
 
         The first failure fails the request; the other images are withdrawn.
         """
-        tasks = [asyncio.ensure_future(self.detect(image, params, deadline)) for image in images]
+        places = [admission, *[None] * (len(images) - 1)]
+        tasks = [asyncio.ensure_future(self.detect(image, params, deadline, place)) for image, place in zip(images, places)]
         try:
             return list(await asyncio.gather(*tasks))
         finally:
             for task in tasks:
                 task.cancel()
+            if admission is not None:
+                admission.release()  # its image was cancelled before it started (a no-op once queued)
 
     async def attention(
         self, image: ImageData, *, stage: int, block: int, x: float, y: float, deadline: float

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 
 from model_zoo import UnknownVariantError
 
+from ..batching import Admission
 from ..deps import MetricsDep, PoolDep, RecordDep, SettingsDep
 from ..variant_choice import AUTO_VARIANT, lease_variant
 from ..disconnect import unless_disconnected
@@ -142,22 +144,25 @@ async def infer(
     request: Request, model: ModelPath, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep, record: RecordDep
 ) -> Any:
     started = time.monotonic()
+    admission: Admission | None = None  # a named model's place in its queue, held from before the body is read
     if model != AUTO_VARIANT:  # an unknown model first (404), and refuse before reading the body when overloaded
-        pool.core((await get_slot(model, pool, record)).variant).admit(started + settings.request_timeout_s)
-    body = await request.body()
-    infer_request, binary = parse_body(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
-    count = image_count([InputHeader(t.name, t.datatype, tuple(t.shape)) for t in infer_request.inputs], max_images=settings.queue_size)
-    parameters = parse_parameters(infer_request.parameters)
-    asked = {output.name: output.parameters for output in infer_request.outputs}
-    binary_outputs = {
-        name: _binary_flag(asked.get(name, {}), default=parameters.binary_output)
-        for name in requested_outputs([output.name for output in infer_request.outputs])
-    }
-    images = image_bytes(infer_request.inputs[0], binary, count)
-    deadline_at = deadline(started, settings.request_timeout_s, parameters.timeout_s)
-    budget_s = parameters.budget_s if parameters.budget_s is not None else settings.default_budget_ms / 1000.0
-    with lease_variant(pool, model, budget_s=budget_s, record=record, metrics=metrics) as core:
-        outcomes = await unless_disconnected(request, run(core, images, parameters.detect, deadline_at, metrics, record))
+        admission = pool.core((await get_slot(model, pool, record)).variant).admit(started + settings.request_timeout_s)
+    with admission or nullcontext():
+        body = await request.body()
+        infer_request, binary = parse_body(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
+        count = image_count([InputHeader(t.name, t.datatype, tuple(t.shape)) for t in infer_request.inputs], max_images=settings.queue_size)
+        parameters = parse_parameters(infer_request.parameters)
+        asked = {output.name: output.parameters for output in infer_request.outputs}
+        binary_outputs = {
+            name: _binary_flag(asked.get(name, {}), default=parameters.binary_output)
+            for name in requested_outputs([output.name for output in infer_request.outputs])
+        }
+        images = image_bytes(infer_request.inputs[0], binary, count)
+        deadline_at = deadline(started, settings.request_timeout_s, parameters.timeout_s)
+        budget_s = parameters.budget_s if parameters.budget_s is not None else settings.default_budget_ms / 1000.0
+        with lease_variant(pool, model, budget_s=budget_s, record=record, metrics=metrics) as core:
+            detected = run(core, images, parameters.detect, deadline_at, metrics, record, admission)
+            outcomes = await unless_disconnected(request, detected)
     if outcomes is None:
         return Response(status_code=CLIENT_CLOSED)  # nobody is listening; for the log and metrics
     arrays = detection_outputs(outcomes)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from ..batching import Admission
 from ..variant_core import DetectOutcome, DetectParams, InvalidParameterError, VariantCore, parse_classes
 from .metadata import IMAGE_INPUT, OUTPUT_BY_NAME, OUTPUTS, ParameterValue
 from .tensors import element_count
@@ -144,14 +145,16 @@ async def run(
     deadline_at: float,
     metrics: ServiceMetrics,
     record: RequestRecord,
+    admission: Admission | None = None,
 ) -> list[DetectOutcome]:
-    """The images' detections from the variant's core, with the metrics ``/detect`` records.
+    """The images' detections from the variant's core, with the metrics ``/detect`` records;
+    ``admission``: the request's place in the core's queue (:meth:`VariantCore.admit`), if it holds one.
 
     Raises:
         the errors of :meth:`VariantCore.detect_all` (bad image, queue full, deadline, ...).
     """
     with metrics.inflight.labels(core.variant).track_inprogress():
-        outcomes = await core.detect_all(images, params, deadline_at)
+        outcomes = await core.detect_all(images, params, deadline_at, admission)
     for outcome in outcomes:
         metrics.observe_stages(core.variant, outcome.seconds)
     record.batch_size = max(outcome.batch_size for outcome in outcomes)

@@ -56,8 +56,9 @@ async def attention(
     deadline = time.monotonic() + settings.request_timeout_s
     fmt = negotiate(response_format, request.headers.get("accept"))
     stage = check_attention_query(core.detector, stage, block, head)
-    core.admit(deadline)  # the variant's queue says how loaded its model is: refuse before reading
-    with metrics.inflight.labels(core.variant).track_inprogress():
+    # the variant's queue says how loaded its model is: refuse before reading; else the request
+    # holds a place in that queue while it reads and computes (its work competes with the batches)
+    with core.admit(deadline), metrics.inflight.labels(core.variant).track_inprogress():
         data = await read_image_bytes(request)
         outcome = await unless_disconnected(
             request, core.attention(data, stage=stage, block=block, x=x, y=y, deadline=deadline)

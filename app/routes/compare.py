@@ -8,6 +8,7 @@ is its own and not a share of a contended CPU or GPU.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import cv2
@@ -63,21 +64,22 @@ async def compare(
 ) -> Any:
     fmt = negotiate(response_format, request.headers.get("accept"))
     params = DetectParams(score_thr, max_dets, parse_classes(classes))
-    for core in cores:  # before reading the body: an overloaded variant refuses at once
-        core.admit(time.monotonic() + settings.request_timeout_s)
-    data = await read_image_bytes(request)
-    started = time.perf_counter()
-    image = await decode_image(data, max_pixels=settings.max_pixels)
-    decode_s = time.perf_counter() - started
     outcomes: list[tuple[VariantCore, DetectOutcome]] = []
-    for core in cores:
-        deadline = time.monotonic() + settings.request_timeout_s  # each variant gets a /detect deadline
-        with metrics.inflight.labels(core.variant).track_inprogress():
-            outcome = await unless_disconnected(request, core.detect(image, params, deadline))
-        if outcome is None:
-            return Response(status_code=CLIENT_CLOSED)
-        metrics.observe_stages(core.variant, outcome.seconds)
-        outcomes.append((core, outcome))
+    with ExitStack() as held:
+        # before reading the body: an overloaded variant refuses at once; else each holds a place
+        admissions = [held.enter_context(core.admit(time.monotonic() + settings.request_timeout_s)) for core in cores]
+        data = await read_image_bytes(request)
+        started = time.perf_counter()
+        image = await decode_image(data, max_pixels=settings.max_pixels)
+        decode_s = time.perf_counter() - started
+        for core, admission in zip(cores, admissions):
+            deadline = time.monotonic() + settings.request_timeout_s  # each variant gets a /detect deadline
+            with metrics.inflight.labels(core.variant).track_inprogress():
+                outcome = await unless_disconnected(request, core.detect(image, params, deadline, admission))
+            if outcome is None:
+                return Response(status_code=CLIENT_CLOSED)
+            metrics.observe_stages(core.variant, outcome.seconds)
+            outcomes.append((core, outcome))
     if fmt is not ResponseFormat.JSON:
         return await image_response(lambda: comparison_image(image, outcomes), fmt, VARY)
     response.headers.update(VARY)

@@ -46,10 +46,10 @@ async def detect(
     deadline = time.monotonic() + settings.request_timeout_s
     fmt = negotiate(response_format, request.headers.get("accept"))
     params = DetectParams(score_thr, max_dets, parse_classes(classes))
-    core.admit(deadline)  # before reading the body: an overloaded service refuses at once
-    with metrics.inflight.labels(core.variant).track_inprogress():
+    # before reading the body: an overloaded service refuses at once; else the place is held from now
+    with core.admit(deadline) as admission, metrics.inflight.labels(core.variant).track_inprogress():
         data = await read_image_bytes(request)
-        outcome = await unless_disconnected(request, core.detect(data, params, deadline))
+        outcome = await unless_disconnected(request, core.detect(data, params, deadline, admission))
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)  # nobody is listening; for the log and metrics
     metrics.observe_stages(core.variant, outcome.seconds)

@@ -209,6 +209,45 @@ def test_a_withdrawn_request_frees_its_place_at_once(make_batcher):
     assert fn.batches == [[0], [2], [3]]
 
 
+def test_admitted_requests_hold_their_places_until_queued_or_released(make_batcher):
+    # issue 12: requests admitted together (a burst, all still reading their uploads) see one another
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = make_batcher(fn, max_batch=1, queue_size=2)
+    running = batcher.submit(0, far())
+    assert fn.entered.wait(5)
+    first, second = batcher.admit(far()), batcher.admit(far())
+    assert batcher.qsize() == 0  # nothing is queued yet, and yet the queue is full
+    with pytest.raises(QueueFullError):
+        batcher.admit(far())
+    with pytest.raises(QueueFullError):
+        batcher.submit(3, far())  # an item queued without a place of its own counts them too
+    queued = batcher.submit(1, far(), first)  # the item takes its request's place over
+    assert batcher.qsize() == 1
+    with pytest.raises(QueueFullError):
+        batcher.admit(far())
+    second.release()
+    second.release()  # a no-op: its place is free already
+    first.release()  # a no-op: its place belongs to the queued item now
+    third = batcher.admit(far())
+    with pytest.raises(QueueFullError):
+        batcher.admit(far())
+    with third:
+        pass  # the end of a with block gives the place back
+    last = batcher.submit(2, far())
+    fn.gate.set()
+    assert [f.result(5).result for f in (running, queued, last)] == [0, 2, 4]
+
+
+def test_a_place_of_another_batcher_is_given_back_when_the_item_is_queued(make_batcher):
+    old, new = make_batcher(Recorder(), queue_size=1), make_batcher(Recorder(), queue_size=1)
+    place = old.admit(far())
+    with pytest.raises(QueueFullError):
+        old.admit(far())
+    assert new.submit(1, far(), place).result(5).result == 2
+    old.admit(far()).release()  # free again
+
+
 class Sleeper(Recorder):
     """A Recorder whose every batch takes at least ``seconds``: the batcher's measurements."""
 
@@ -232,7 +271,7 @@ def measured(batcher: MicroBatcher) -> float:
 def test_nothing_is_predicted_before_a_batch_was_measured(make_batcher):
     batcher = make_batcher(Sleeper(0.05))
     assert batcher.predicted_batch_s(1) is None and batcher.predicted_wait_s() is None
-    batcher.admit(time.monotonic() + 0.001)  # no figures yet: admitted
+    batcher.admit(time.monotonic() + 0.001).release()  # no figures yet: admitted (and its place given back)
     one = measured(batcher)
     assert one >= 0.05
     assert batcher.predicted_batch_s(3) == pytest.approx(3 * one)  # scaled up linearly from the measured size
@@ -250,6 +289,18 @@ def test_a_request_that_cannot_make_its_deadline_is_refused_at_admission(make_ba
         batcher.submit(1, time.monotonic() + one / 2)
     assert batcher.qsize() == 0 and fn.batches == [[0]]
     assert batcher.submit(2, time.monotonic() + 30).result(30).result == 4
+
+
+def test_held_places_count_in_the_predicted_wait(make_batcher):
+    batcher = make_batcher(Sleeper(0.2), max_batch=1)
+    one = measured(batcher)
+    places = [batcher.admit(far()) for _ in range(2)]
+    assert batcher.predicted_wait_s() == pytest.approx(3 * one)  # the two admitted requests first
+    with pytest.raises(DeadlineUnreachableError):
+        batcher.admit(time.monotonic() + 2.5 * one)
+    for place in places:
+        place.release()
+    batcher.admit(time.monotonic() + 2.5 * one).release()  # its own batch fits now
 
 
 def test_retry_after_follows_the_measured_batches(make_batcher):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import math
+import select
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +20,7 @@ from model_zoo import load_detector
 from model_zoo.categories import COCO_CLASSES
 from model_zoo.weights import sha256_file
 
-from tests.app.conftest import serving_settings
+from tests.app.conftest import read_http_response, serving_settings
 
 VARIANT = "attn0010"
 
@@ -357,6 +360,96 @@ def test_overload_is_a_429_with_retry_after_and_the_service_recovers(live_server
     assert [f.result().status_code for f in [blocker, *queued]] == [200] * 5
     executor.shutdown()
     assert post_image(base_url, jpeg).status_code == 200
+
+
+def _upload_heads(live_server, image: bytes, count: int, tag: str) -> list[socket.socket]:
+    """``count`` POST /detect of ``image``, each on a connection of its own, of which only the head
+    is sent: each request then waits for its body. Request ids: ``{tag}-0``, ``{tag}-1``, ..."""
+    connections = []
+    for index in range(count):
+        connection = socket.create_connection(("127.0.0.1", live_server.port), timeout=30)
+        connection.sendall(
+            f"POST /detect?variant={VARIANT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(image)}\r\nX-Request-ID: {tag}-{index}\r\n\r\n".encode()
+        )
+        connections.append(connection)
+    return connections
+
+
+def _first_answered(connections: list[socket.socket], count: int, timeout: float) -> list[socket.socket]:
+    """The first ``count`` of ``connections`` with something to read (or all those that have one
+    when ``timeout`` seconds have passed first)."""
+    answered: list[socket.socket] = []
+    deadline = time.monotonic() + timeout
+    while len(answered) < count and time.monotonic() < deadline:
+        waiting = [c for c in connections if c not in answered]
+        readable, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+        answered.extend(readable)
+    return answered
+
+
+def test_a_burst_is_refused_at_admission_while_its_uploads_are_still_arriving(live_server, jpeg):
+    # issue 12: admitted requests hold their places while they read and decode their uploads. Before,
+    # a burst was admitted whole (nothing was queued yet) and refused only after that work.
+    queue_size = live_server.app.state.settings.queue_size
+    connections = _upload_heads(live_server, jpeg, queue_size + 3, "burst")
+    try:
+        refused = _first_answered(connections, 3, timeout=30)
+        assert len(refused) == 3
+        for connection in refused:
+            status, headers, body = read_http_response(connection)
+            assert status == 429 and json.loads(body)["error"] == "overloaded"
+            assert f"{queue_size} requests are already waiting" in json.loads(body)["detail"]
+            assert int(headers["retry-after"]) >= 1
+        admitted = [c for c in connections if c not in refused]
+        assert _first_answered(admitted, 1, timeout=0.5) == []  # waiting for their bodies, not refused
+        for connection in admitted:
+            connection.sendall(jpeg)
+        assert [read_http_response(c)[0] for c in admitted] == [200] * queue_size  # their places were kept
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def _assert_every_place_is_free(live_server, image: bytes, tag: str) -> None:
+    """A full queue's worth of requests, all holding their places at once (their bodies held back),
+    is admitted and answered: had an ended request kept a place, one of them would be refused."""
+    queue_size = live_server.app.state.settings.queue_size
+    connections = _upload_heads(live_server, image, queue_size, tag)
+    try:
+        for connection in connections:
+            connection.sendall(image)
+        assert [read_http_response(c)[0] for c in connections] == [200] * queue_size
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def test_requests_that_leave_before_their_upload_arrived_give_their_places_back(live_server, access_log, eventually, jpeg):
+    queue_size = live_server.app.state.settings.queue_size
+    connections = _upload_heads(live_server, jpeg, queue_size + 1, "leaving")
+    (refused,) = _first_answered(connections, 1, timeout=30)  # the others hold every place
+    assert read_http_response(refused)[0] == 429
+    for connection in connections:
+        connection.close()
+    ended = lambda: [line for line in access_log if line["request_id"].startswith("leaving-")]  # noqa: E731
+    eventually(lambda: len(ended()) == queue_size + 1)  # each logged once its request ended
+    assert sorted(line["status"] for line in ended()) == [429] + [499] * queue_size
+    _assert_every_place_is_free(live_server, jpeg, "after-leaving")
+
+
+def test_no_request_keeps_a_place_once_it_ended(live_server, client, jpeg):
+    # every front door that admits, with an answer and with a refused upload
+    bad = b"not an image at all"
+    doors = [("/detect", {"variant": VARIANT}), ("/compare", {}), ("/attention", {"variant": VARIANT, "x": 10, "y": 10})]
+    for path, params in doors:
+        answers = [client.post(path, params=params, content=data, headers={"Content-Type": "image/jpeg"}) for data in (jpeg, bad)]
+        assert [a.status_code // 100 for a in answers] == [2, 4], (path, [a.text[:200] for a in answers])
+    for data in (jpeg, bad):
+        image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(data).decode()]}
+        answer = client.post(f"/v2/models/{VARIANT}/infer", json={"inputs": [image]})
+        assert answer.status_code // 100 == (2 if data is jpeg else 4), answer.text[:200]
+    _assert_every_place_is_free(live_server, jpeg, "after-doors")
 
 
 def request_timeout(app, zoo, seconds: float):
