@@ -211,8 +211,9 @@ class MicroBatcher(Generic[Item, Result]):
             return self._predicted_batch_s(size, time.monotonic())
 
     def predicted_wait_s(self, position: int | None = None) -> float | None:
-        """Seconds until a request queued now at ``position`` (default: the end of the queue) would
-        have its result; None until a batch has been measured (or is running)."""
+        """Seconds until a request queued now at ``position`` (default: behind every waiting and
+        every admitted request) would have its result; None until a batch has been measured (or
+        is running)."""
         with self._cond:
             ahead = len(self._waiting) + self._held if position is None else position
             return self._seconds_to_serve(ahead + 1, time.monotonic())
