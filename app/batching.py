@@ -16,9 +16,10 @@ when the queue is full (:class:`QueueFullError`) or when that prediction lands p
 makes the same check before the request has an item to queue (before its upload is read and
 decoded) and holds its place (:class:`Admission`) until :meth:`MicroBatcher.submit` takes it over:
 held places count as waiting requests, so that requests admitted together see one another.
-A queued request whose deadline passed, whose batch would end past its deadline, or whose caller
-gave up (its future cancelled, e.g. the client disconnected) is dropped before it reaches the
-model, so it costs the other requests nothing.
+A queued request whose deadline passed, whose batch would end past its deadline (checked when
+its batch forms, and as soon as it is left for the next batch), or whose caller gave up (its
+future cancelled, e.g. the client disconnected) is dropped before it reaches the model, so it
+costs the other requests nothing.
 """
 
 from __future__ import annotations
@@ -350,8 +351,7 @@ class MicroBatcher(Generic[Item, Result]):
             if pending is None:
                 break
             if batch and not self._fits(batch, pending):
-                with self._cond:
-                    self._waiting.appendleft(pending)  # it heads the next batch
+                self._defer(batch, pending)
                 break
             if self._claim(pending):
                 if not batch:
@@ -364,6 +364,25 @@ class MicroBatcher(Generic[Item, Result]):
         now = time.monotonic()
         predicted = self._predicted_batch_s(len(batch) + 1, now)
         return predicted is None or now + predicted <= min(p.deadline for p in (*batch, pending))
+
+    def _defer(self, batch: list[_Pending[Item]], pending: _Pending[Item]) -> None:
+        """``pending`` does not fit in ``batch``: it heads the next batch, unless even that batch
+        is predicted to end past its deadline; then it is dropped now, and its caller learns so a
+        batch earlier than when its turn would have come."""
+        now = time.monotonic()
+        ahead_s = self._predicted_batch_s(len(batch), now)
+        own_s = self._predicted_batch_s(1, now)
+        if ahead_s is not None and own_s is not None and now + ahead_s + own_s > pending.deadline:
+            if pending.future.set_running_or_notify_cancel():
+                pending.future.set_exception(
+                    DeadlineExceededError(
+                        f"the model would answer in {ahead_s + own_s:.1f} s (after the batch ahead), "
+                        f"past the deadline in {max(0.0, pending.deadline - now):.1f} s"
+                    )
+                )
+            return
+        with self._cond:
+            self._waiting.appendleft(pending)
 
     def _claim(self, pending: _Pending[Item]) -> bool:
         """Mark a request as running; False (drop it) when cancelled, past its deadline, or when

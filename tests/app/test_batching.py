@@ -350,6 +350,45 @@ def test_a_request_whose_batch_would_end_past_its_deadline_never_runs(make_batch
     assert fn.batches == [[0], [1]]
 
 
+class Turnstile(Recorder):
+    """A batch function that signals ``entered``, then waits for a permit (``permits.release()``)
+    before each batch, which then takes ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.permits = threading.Semaphore(0)
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.entered.set()
+        if not self.permits.acquire(timeout=30):
+            raise TimeoutError("no permit")
+        time.sleep(self.seconds)
+        return super().__call__(items)
+
+
+def test_a_request_left_for_a_batch_that_would_end_past_its_deadline_is_dropped_at_once(make_batcher):
+    fn = Turnstile(0.2)
+    batcher = make_batcher(fn, max_batch=2, max_wait_s=0)
+    fn.permits.release()
+    one = measured(batcher)
+    fn.entered.clear()
+    blocker = batcher.submit(1, far())
+    assert fn.entered.wait(5)  # its batch started and waits for a permit
+    kept = batcher.submit(2, far())
+    submitted = time.monotonic()
+    doomed = batcher.submit(3, submitted + 3.5 * one)  # admitted: with kept, a batch of 2 after the rest of the running one
+    time.sleep(max(0.0, submitted + 2 * one - time.monotonic()))
+    fn.permits.release()  # the blocker's batch ends; kept's batch forms, and doomed would have to wait for the next
+    assert blocker.result(30).result == 2
+    with pytest.raises(DeadlineExceededError, match="after the batch ahead"):
+        doomed.result(10)  # told at once, not when its turn would have come
+    assert not kept.done()  # its batch still waits for a permit
+    fn.permits.release()
+    assert kept.result(30).result == 4
+    assert fn.batches == [[0], [1], [2]]
+
+
 class Image:
     """An item that can be watched: a weak reference to it dies when the last strong one does."""
 
