@@ -248,8 +248,10 @@ class VariantCore:
 
         The first failure fails the request; the other images are withdrawn.
         """
-        places = [admission, *[None] * (len(images) - 1)]
-        tasks = [asyncio.ensure_future(self.detect(image, params, deadline, place)) for image, place in zip(images, places)]
+        tasks = [
+            asyncio.ensure_future(self.detect(image, params, deadline, admission if index == 0 else None))
+            for index, image in enumerate(images)
+        ]
         try:
             return list(await asyncio.gather(*tasks))
         finally:

@@ -7,7 +7,7 @@ import math
 import threading
 import time
 import weakref
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 
 import pytest
 
@@ -44,6 +44,16 @@ def far() -> float:
     return time.monotonic() + 30
 
 
+def running_at_gate(batcher: MicroBatcher, fn: Recorder, item: int = 0) -> Future:
+    """Submit ``item`` and wait until the worker runs its batch, held at ``fn``'s closed gate:
+    what is submitted next waits in the queue until ``fn.gate.set()``."""
+    fn.gate.clear()
+    fn.entered.clear()
+    running = batcher.submit(item, far())
+    assert fn.entered.wait(5)
+    return running
+
+
 @pytest.fixture()
 def make_batcher():
     made: list[MicroBatcher] = []
@@ -62,10 +72,8 @@ def make_batcher():
 
 def test_results_keep_order_and_batches_respect_max_batch(make_batcher):
     fn = Recorder()
-    fn.gate.clear()
     batcher = make_batcher(fn, max_batch=3, queue_size=16)
-    blocker = batcher.submit(-1, far())
-    assert fn.entered.wait(5)
+    blocker = running_at_gate(batcher, fn, -1)
     futures = [batcher.submit(i, far()) for i in range(7)]  # queue up while the worker is held
     fn.gate.set()
     assert blocker.result(5).result == -2
@@ -99,10 +107,8 @@ def test_companions_arriving_within_max_wait_share_a_batch(make_batcher):
 
 def test_full_queue_refuses_with_retry_after(make_batcher):
     fn = Recorder()
-    fn.gate.clear()
     batcher = make_batcher(fn, max_batch=1, queue_size=2)
-    running = batcher.submit(0, far())
-    assert fn.entered.wait(5)
+    running = running_at_gate(batcher, fn)
     queued = [batcher.submit(i, far()) for i in (1, 2)]
     assert batcher.qsize() == 2
     with pytest.raises(QueueFullError) as refused:
@@ -115,10 +121,8 @@ def test_full_queue_refuses_with_retry_after(make_batcher):
 
 def test_cancelled_and_expired_requests_never_reach_the_function(make_batcher):
     fn = Recorder()
-    fn.gate.clear()
     batcher = make_batcher(fn, max_batch=4)
-    running = batcher.submit(0, far())
-    assert fn.entered.wait(5)
+    running = running_at_gate(batcher, fn)
     gone = batcher.submit(1, far())
     expired = batcher.submit(2, time.monotonic() + 0.05)
     kept = batcher.submit(3, far())
@@ -136,10 +140,8 @@ def test_cancelled_and_expired_requests_never_reach_the_function(make_batcher):
 
 def test_a_failing_item_fails_alone(make_batcher):
     fn = Recorder(fail_on=13)
-    fn.gate.clear()
     batcher = make_batcher(fn, max_batch=4)
-    blocker = batcher.submit(0, far())
-    assert fn.entered.wait(5)
+    blocker = running_at_gate(batcher, fn)
     futures = [batcher.submit(i, far()) for i in (11, 12, 13, 14)]
     fn.gate.set()
     blocker.result(5)
@@ -167,10 +169,8 @@ def test_on_batch_hook_sees_every_call(make_batcher):
 
 def test_close_fails_waiting_requests_and_refuses_new_ones():
     fn = Recorder()
-    fn.gate.clear()
     batcher = MicroBatcher(fn, max_batch=1, max_wait_s=0.0, queue_size=4)
-    running = batcher.submit(0, far())
-    assert fn.entered.wait(5)
+    running = running_at_gate(batcher, fn)
     waiting = batcher.submit(1, far())
     closer = threading.Thread(target=batcher.close)
     closer.start()
@@ -194,10 +194,8 @@ def test_invalid_configuration_is_refused(kwargs):
 
 def test_a_withdrawn_request_frees_its_place_at_once(make_batcher):
     fn = Recorder()
-    fn.gate.clear()
     batcher = make_batcher(fn, max_batch=1, queue_size=2)
-    running = batcher.submit(0, far())
-    assert fn.entered.wait(5)
+    running = running_at_gate(batcher, fn)
     first, second = batcher.submit(1, far()), batcher.submit(2, far())
     with pytest.raises(QueueFullError):
         batcher.submit(3, far())
@@ -212,10 +210,8 @@ def test_a_withdrawn_request_frees_its_place_at_once(make_batcher):
 def test_admitted_requests_hold_their_places_until_queued_or_released(make_batcher):
     # issue 12: requests admitted together (a burst, all still reading their uploads) see one another
     fn = Recorder()
-    fn.gate.clear()
     batcher = make_batcher(fn, max_batch=1, queue_size=2)
-    running = batcher.submit(0, far())
-    assert fn.entered.wait(5)
+    running = running_at_gate(batcher, fn)
     first, second = batcher.admit(far()), batcher.admit(far())
     assert batcher.qsize() == 0  # nothing is queued yet, and yet the queue is full
     with pytest.raises(QueueFullError):
@@ -307,10 +303,7 @@ def test_retry_after_follows_the_measured_batches(make_batcher):
     fn = Sleeper(1.5)
     batcher = make_batcher(fn, max_batch=1, queue_size=1)
     one = measured(batcher)
-    fn.gate.clear()
-    fn.entered.clear()
-    running = batcher.submit(1, far())
-    assert fn.entered.wait(5)
+    running = running_at_gate(batcher, fn, 1)
     queued = batcher.submit(2, far())
     with pytest.raises(QueueFullError) as refused:
         batcher.submit(3, far())
@@ -335,10 +328,7 @@ def test_a_request_whose_batch_would_end_past_its_deadline_never_runs(make_batch
     fn = Sleeper(1.0)
     batcher = make_batcher(fn, max_batch=1)
     one = measured(batcher)
-    fn.gate.clear()
-    fn.entered.clear()
-    blocker = batcher.submit(1, far())
-    assert fn.entered.wait(5)
+    blocker = running_at_gate(batcher, fn, 1)
     submitted = time.monotonic()
     doomed = batcher.submit(2, submitted + 3 * one)  # admitted: predicted at most 2 × one
     # the worker stays busy until 2.5 × one: the deadline has not passed, but one more batch ends after it
