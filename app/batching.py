@@ -8,10 +8,13 @@ request, waits up to ``max_wait_s`` (counted from that request's arrival) for up
 ``max_batch - 1`` companions, and calls the batch function off the event loop.
 
 Admission is deadline-aware. The batcher keeps the measured duration of its recent batches (an
-exponential moving average per batch size), so it can predict when a newly queued request would
-be answered: the rest of the running batch, then the batches of the requests ahead of it, then its
-own. A request is refused at once, with a ``retry_after_s`` computed from those same figures,
-when the queue is full (:class:`QueueFullError`) or when that prediction lands past its deadline
+exponential moving average per batch size, and one of their deviation from it), so it can predict
+when a newly queued request would be answered: the rest of the running batch, then the batches of
+the requests ahead of it, then its own, each counted as its average plus ``spread_allowance`` mean
+deviations (a request admitted on the average alone would miss its deadline whenever the batches
+ahead ran a little slow, and wait for a 504 instead of a 429 at once). A request is refused at
+once, with a ``retry_after_s`` computed from those same figures, when the queue is full
+(:class:`QueueFullError`) or when that prediction lands past its deadline
 (:class:`DeadlineUnreachableError`); both are :class:`OverloadedError`. :meth:`MicroBatcher.admit`
 makes the same check before the request has an item to queue (before its upload is read and
 decoded) and holds its place (:class:`Admission`) until :meth:`MicroBatcher.submit` takes it over:
@@ -127,7 +130,10 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait_s: longest wait for companions after the first item of a batch arrived.
         queue_size: most items waiting; :meth:`submit` beyond it raises :class:`QueueFullError`.
             A withdrawn (cancelled) request leaves the queue at once and frees its place.
-        smoothing: weight of the newest batch in the moving average of batch durations.
+        smoothing: weight of the newest batch in the moving averages of batch durations and of
+            their deviation.
+        spread_allowance: admission counts each batch as its average duration plus this many
+            mean deviations.
         on_batch: optional hook ``(batch_size, seconds)`` after every call (metrics hang here).
     """
 
@@ -141,9 +147,13 @@ class MicroBatcher(Generic[Item, Result]):
         name: str = "batcher",
         on_batch: Callable[[int, float], None] | None = None,
         smoothing: float = 0.2,
+        spread_allowance: float = 2.0,
     ) -> None:
-        if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
-            raise ValueError(f"need max_batch >= 1, queue_size >= 1, max_wait_s >= 0; got {max_batch}, {queue_size}, {max_wait_s}")
+        if max_batch < 1 or queue_size < 1 or max_wait_s < 0 or spread_allowance < 0:
+            raise ValueError(
+                "need max_batch >= 1, queue_size >= 1, max_wait_s >= 0, spread_allowance >= 0; "
+                f"got {max_batch}, {queue_size}, {max_wait_s}, {spread_allowance}"
+            )
         self.batch_fn = batch_fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -155,8 +165,11 @@ class MicroBatcher(Generic[Item, Result]):
         self._cond = threading.Condition()
         self._stop = False
         self.smoothing = smoothing
+        self.spread_allowance = spread_allowance
         # seconds of a batch of n items (index n), moving average of measured batches; 0: none yet
         self._batch_s = [0.0] * (max_batch + 1)
+        # moving average of |a measured batch - the average before it|, seconds, per size
+        self._batch_dev_s = [0.0] * (max_batch + 1)
         self._running: tuple[float, int] | None = None  # (time.monotonic() at its start, size)
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
@@ -213,8 +226,8 @@ class MicroBatcher(Generic[Item, Result]):
 
     def predicted_wait_s(self, position: int | None = None) -> float | None:
         """Seconds until a request queued now at ``position`` (default: behind every waiting and
-        every admitted request) would have its result; None until a batch has been measured (or
-        is running)."""
+        every admitted request) would have its result, as admission counts them (allowing for
+        the batches' spread); None until a batch has been measured (or is running)."""
         with self._cond:
             ahead = len(self._waiting) + self._held if position is None else position
             return self._seconds_to_serve(ahead + 1, time.monotonic())
@@ -250,35 +263,41 @@ class MicroBatcher(Generic[Item, Result]):
             raise DeadlineUnreachableError(self.name, waiting, predicted, max(budget, 0.0), retry)
 
     def _seconds_to_serve(self, items: int, now: float) -> float | None:
-        """Predicted seconds from ``now`` until the first ``items`` queued requests have their
-        results: the rest of the running batch, then full batches, then the remainder.
+        """Seconds from ``now`` until the first ``items`` queued requests have their results, as
+        admission counts them: the rest of the running batch, then full batches, then the
+        remainder, each allowing for ``spread_allowance`` mean deviations.
 
         None when nothing has been measured yet and no batch is running.
         """
+        allowance = self.spread_allowance
         full, rest = divmod(items, self.max_batch)
-        full_batch_s = self._predicted_batch_s(self.max_batch, now)
-        rest_batch_s = self._predicted_batch_s(rest, now) if rest else 0.0
+        full_batch_s = self._predicted_batch_s(self.max_batch, now, allowance)
+        rest_batch_s = self._predicted_batch_s(rest, now, allowance) if rest else 0.0
         if full_batch_s is None or rest_batch_s is None:
             return None
         remaining_s = 0.0
         running = self._running
         if running is not None:
             started, size = running
-            remaining_s = max(0.0, (self._predicted_batch_s(size, now) or 0.0) - (now - started))
+            remaining_s = max(0.0, (self._predicted_batch_s(size, now, allowance) or 0.0) - (now - started))
         return remaining_s + full * full_batch_s + rest_batch_s
 
-    def _predicted_batch_s(self, size: int, now: float) -> float | None:
-        """Seconds a batch of ``size`` items takes: its moving average; else scaled from the
-        nearest measured size (linearly up, since a CPU's cost per image is about constant; as is
-        down, since a smaller batch takes no longer); else a lower bound from the running batch."""
+    def _predicted_batch_s(self, size: int, now: float, allowance: float = 0.0) -> float | None:
+        """Seconds a batch of ``size`` items takes: its moving average (plus ``allowance`` mean
+        deviations); else scaled from the nearest measured size (linearly up, since a CPU's cost
+        per image is about constant; as is down, since a smaller batch takes no longer); else a
+        lower bound from the running batch."""
+        def measured_s(n: int) -> float:
+            return self._batch_s[n] + allowance * self._batch_dev_s[n]
+
         if self._batch_s[size] > 0:
-            return self._batch_s[size]
+            return measured_s(size)
         smaller = [n for n in range(size - 1, 0, -1) if self._batch_s[n] > 0]
         if smaller:
-            return self._batch_s[smaller[0]] * size / smaller[0]
+            return measured_s(smaller[0]) * size / smaller[0]
         larger = [n for n in range(size + 1, self.max_batch + 1) if self._batch_s[n] > 0]
         if larger:
-            return self._batch_s[larger[0]]
+            return measured_s(larger[0])
         running = self._running
         if running is not None:  # nothing finished yet: it has taken at least this long
             started, running_size = running
@@ -437,7 +456,11 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _record(self, size: int, seconds: float) -> None:
         previous = self._batch_s[size]
-        self._batch_s[size] = seconds if previous == 0 else (1 - self.smoothing) * previous + self.smoothing * seconds
+        if previous == 0:
+            self._batch_s[size] = seconds
+        else:
+            self._batch_dev_s[size] = (1 - self.smoothing) * self._batch_dev_s[size] + self.smoothing * abs(seconds - previous)
+            self._batch_s[size] = (1 - self.smoothing) * previous + self.smoothing * seconds
         if self.on_batch is not None:
             try:
                 self.on_batch(size, seconds)

@@ -174,6 +174,14 @@ def error_body(code: str, detail: Any, request_id: str | None, **extra: Any) -> 
     return {"error": code, "detail": detail, "request_id": request_id, **extra}
 
 
+def error_payload(path: str, code: str, detail: Any, request_id: str | None, **extra: Any) -> dict[str, Any]:
+    """The JSON body of an error answer to a request for ``path``: the Open Inference Protocol's
+    ``{"error": ...}`` under ``/v2``, else :func:`error_body`."""
+    if speaks_v2(path):
+        return {"error": detail if isinstance(detail, str) else str(detail)}
+    return error_body(code, detail, request_id, **extra)
+
+
 def error_response(
     request: Request, status: int, code: str, detail: Any, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
@@ -182,10 +190,7 @@ def error_response(
     if record is not None:
         record.error = code  # for the access log line
         request_id = record.request_id
-    if speaks_v2(request.scope.get("path", "")):
-        body: dict[str, Any] = {"error": detail if isinstance(detail, str) else str(detail)}
-    else:
-        body = error_body(code, detail, request_id, **extra)
+    body = error_payload(request.scope.get("path", ""), code, detail, request_id, **extra)
     all_headers = dict(headers or {})
     if request_id:
         all_headers[REQUEST_ID_HEADER] = request_id

@@ -14,9 +14,16 @@ request, forever. :class:`LimitedHTTPProtocol` adds, per request:
 - malformed framing (what the parser refuses: a bad ``Content-Length``, both ``Content-Length`` and
   ``Transfer-Encoding``, a bad chunk size, an invalid request line, header or URL) → 400.
 
+It also lets the service answer a request from its head alone, before the app runs and before its
+body is read: a :data:`HeadHook` (given to :meth:`LimitedHTTPProtocol.with_limits`) sees each
+:class:`RequestHead` and returns the :class:`Answer` to write instead, or None to run the app. The
+service refuses an overloaded variant's request so (``app/admission.py``): under a burst, a
+refusal that runs through the web stack costs the event loop about three times more.
+
 Refusals carry the service's JSON error body (``errors.error_body``) and ``Connection: close``,
-and are logged as one line. After one, the connection reads and drops what the client still sends
-for ``LINGER_S`` before closing, so that a client busy sending can still read the answer.
+and are logged as one line (the hook logs its own answers). After one, as after the hook's answer,
+the connection reads and drops what the client still sends for ``LINGER_S`` before closing, so
+that a client busy sending can still read the answer.
 
 A refusal cannot be answered, and the connection is simply closed, when a response is already
 being written on the connection: a framing error or a stall in the rest of a body the app chose
@@ -29,9 +36,10 @@ import asyncio
 import enum
 import json
 import logging
+import urllib.parse
 import uuid
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -50,6 +58,31 @@ class HTTPLimits:
     request_timeout_s: float  # for the head (from its first byte) and for the body (from the head)
 
 
+@dataclass(frozen=True)
+class RequestHead:
+    """A request as its head says, before the app runs (the parts of its ASGI scope a hook needs)."""
+
+    method: str
+    path: str  # percent-decoded, as the scope's "path"
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]  # lower-case names, as the scope's "headers"
+    client: tuple[str, int] | None
+    state: dict[str, Any]  # the scope's "state": what the hook puts here, the app finds there
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole response the protocol writes itself; the connection is closed after it (the body
+    was not read). Server, Date, Content-Length and Connection headers are added."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+HeadHook = Callable[[RequestHead], Answer | None]
+
+
 class _Phase(enum.Enum):
     IDLE = "idle"  # between requests: uvicorn's keep-alive timeout applies
     HEAD = "head"  # request line and headers arriving
@@ -62,15 +95,25 @@ class _Refusal(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
+class _Answered(Exception):
+    """Raised from a parser callback to stop parsing: the hook answered the request."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
+
+
 class LimitedHTTPProtocol(HttpToolsProtocol):
     """uvicorn's ``HttpToolsProtocol`` with :class:`HTTPLimits`; give uvicorn :meth:`with_limits`."""
 
     limits: ClassVar[HTTPLimits]
+    head_hook: ClassVar[HeadHook | None] = None
 
     @classmethod
-    def with_limits(cls, limits: HTTPLimits) -> type[LimitedHTTPProtocol]:
-        """The protocol class uvicorn instantiates per connection (``uvicorn.Config(http=...)``)."""
-        return type(cls.__name__, (cls,), {"limits": limits})
+    def with_limits(cls, limits: HTTPLimits, head_hook: HeadHook | None = None) -> type[LimitedHTTPProtocol]:
+        """The protocol class uvicorn instantiates per connection (``uvicorn.Config(http=...)``);
+        ``head_hook``: called with every request's head (see the module's docstring)."""
+        return type(cls.__name__, (cls,), {"limits": limits, "head_hook": staticmethod(head_hook) if head_hook else None})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -102,7 +145,10 @@ class LimitedHTTPProtocol(HttpToolsProtocol):
             pass  # the service has no WebSocket routes: an Upgrade request is served as plain HTTP
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            self._refuse(cause if isinstance(cause, _Refusal) else _malformed(cause or exc))
+            if isinstance(cause, _Answered):
+                self._answer_and_close(cause.answer)
+            else:
+                self._refuse(cause if isinstance(cause, _Refusal) else _malformed(cause or exc))
             return
         except httptools.HttpParserError as exc:
             self._refuse(_malformed(exc))
@@ -125,9 +171,35 @@ class LimitedHTTPProtocol(HttpToolsProtocol):
         head_bytes = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if head_bytes > self.limits.max_header_bytes:
             raise self._head_too_large()
+        answer = self._head_answer()
+        if answer is not None:
+            raise _Answered(answer)  # caught in data_received: no app, no more parsing
         self._phase = _Phase.BODY
         self._arm_deadline(self.limits.request_timeout_s + BODY_GRACE_S, "the request body did not arrive")
         super().on_headers_complete()
+
+    def _head_answer(self) -> Answer | None:
+        """The hook's answer to the request whose head is complete, or None (then the app runs)."""
+        if self.head_hook is None or not (self.cycle is None or self.cycle.response_complete):
+            return None  # pipelined behind a response being written: the app answers it in turn
+        try:
+            url = httptools.parse_url(self.url)
+            path = url.path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            return None  # uvicorn refuses it as it parses it again
+        head = RequestHead(
+            method=self.parser.get_method().decode("ascii"),
+            path=self.root_path + (urllib.parse.unquote(path) if "%" in path else path),  # as uvicorn's scope
+            query_string=url.query or b"",
+            headers=self.headers,
+            client=self.client,
+            state=self.scope["state"],
+        )
+        try:
+            return self.head_hook(head)
+        except Exception:  # a bug in the hook: the app still answers the request
+            logger.exception("the head hook failed on %s %s", head.method, head.path)
+            return None
 
     def on_message_complete(self) -> None:
         self._phase = _Phase.IDLE
@@ -172,25 +244,33 @@ class LimitedHTTPProtocol(HttpToolsProtocol):
         if self._phase is _Phase.BODY:
             cycle.disconnected = True  # the app's request ends here: it reads a disconnect, and nothing it sends is written
             cycle.message_event.set()
-        self.transport.write(self._error_message(refusal))
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_S, self.transport.close)
-
-    def _error_message(self, refusal: _Refusal) -> bytes:
         request_id = uuid.uuid4().hex
         body = json.dumps(error_body(refusal.code, refusal.detail, request_id), separators=(",", ":")).encode()
-        head = [STATUS_LINE[refusal.status]]
+        self._write_and_linger(
+            Answer(refusal.status, body, [(b"content-type", b"application/json"), (REQUEST_ID_HEADER.lower().encode(), request_id.encode())])
+        )
+
+    def _answer_and_close(self, answer: Answer) -> None:
+        """Write the hook's answer to the request whose head just arrived, then close."""
+        self._refused = True
+        self._cancel_deadline()
+        self._write_and_linger(answer)
+
+    def _write_and_linger(self, answer: Answer) -> None:
+        """Write ``answer`` with ``Connection: close``; drop what still arrives for ``LINGER_S``, then close."""
+        head = [STATUS_LINE[answer.status]]
         for name, value in [
             *self.server_state.default_headers,
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
+            *answer.headers,
+            (b"content-length", str(len(answer.body)).encode()),
             (b"connection", b"close"),
-            (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
         ]:
             head.extend([name, b": ", value, b"\r\n"])
         head.append(b"\r\n")
-        return b"".join(head) + body
+        self.transport.write(b"".join(head) + answer.body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def _malformed(exc: BaseException) -> _Refusal:

@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from model_zoo import keep_freed_memory, load_registry
 
+from .admission import GiveBackPlaceMiddleware
 from .errors import REQUEST_ID_HEADER, install_error_handlers
 from .measured_figures import MeasuredFigures
 from .metrics import METRICS_OPENAPI, METRICS_PATH, ServiceMetrics
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Inference-Header-Content-Length"],
         )
+    app.add_middleware(GiveBackPlaceMiddleware)  # a place taken at the request head (admission.py)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)  # outermost: sees every answer
     for module in (detect, compare, attention, models, health, pages, oip_http):
         app.include_router(module.router)

@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Iterable
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
@@ -129,7 +130,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        record = RequestRecord(request_id_from(_incoming_id(scope)))
+        record = RequestRecord(request_id_from(incoming_request_id(scope.get("headers", ()))))
         scope.setdefault("state", {})["record"] = record
         status = 500  # if the app raises before answering
 
@@ -190,8 +191,9 @@ def _is_preflight(scope: Scope) -> bool:
     return scope.get("method") == "OPTIONS" and any(name == b"access-control-request-method" for name, _ in scope.get("headers", ()))
 
 
-def _incoming_id(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
+def incoming_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The client's ``X-Request-ID`` among a request's ``headers`` (ASGI's: lower-case names), if any."""
+    for name, value in headers:
         if name == b"x-request-id":
             return value.decode("latin-1")
     return None

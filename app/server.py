@@ -2,7 +2,8 @@
 
 ``attnzoo serve`` and the tests' live servers both build their server here, so what a test
 exercises is what production runs: the HTTP protocol with the service's limits
-(``http_protocol.LimitedHTTPProtocol``), no WebSocket protocol (the service has no WebSocket
+(``http_protocol.LimitedHTTPProtocol``) and its admission at the request head
+(``admission.HeadAdmission``), no WebSocket protocol (the service has no WebSocket
 route), and a graceful shutdown bounded by the request deadline.
 """
 
@@ -15,6 +16,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from .admission import HeadAdmission
 from .http_protocol import BODY_GRACE_S, HTTPLimits, LimitedHTTPProtocol
 from .settings import Settings
 
@@ -42,7 +44,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         log_level=settings.log_level,
         access_log=False,  # the service writes its own JSON access log (middleware.py)
         lifespan="on",
-        http=LimitedHTTPProtocol.with_limits(limits),
+        http=LimitedHTTPProtocol.with_limits(limits, head_hook=HeadAdmission(app)),
         ws="none",
         timeout_graceful_shutdown=graceful_shutdown_s(settings),
     )

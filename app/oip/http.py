@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from model_zoo import UnknownVariantError
 
-from ..batching import Admission
+from ..admission import Place, place_for
 from ..deps import MetricsDep, PoolDep, RecordDep, SettingsDep
 from ..variant_choice import AUTO_VARIANT, lease_variant
 from ..disconnect import unless_disconnected
@@ -143,11 +143,11 @@ _INFER = {
 async def infer(
     request: Request, model: ModelPath, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep, record: RecordDep
 ) -> Any:
-    started = time.monotonic()
-    admission: Admission | None = None  # a named model's place in its queue, held from before the body is read
+    place: Place | None = None  # a named model's place in its queue, held from before the body is read
     if model != AUTO_VARIANT:  # an unknown model first (404), and refuse before reading the body when overloaded
-        admission = pool.core((await get_slot(model, pool, record)).variant).admit(started + settings.request_timeout_s)
-    with admission or nullcontext():
+        place = place_for(request, pool.core((await get_slot(model, pool, record)).variant), settings.request_timeout_s)
+    started = place.started if place is not None else time.monotonic()
+    with place or nullcontext():
         body = await request.body()
         infer_request, binary = parse_body(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
         count = image_count([InputHeader(t.name, t.datatype, tuple(t.shape)) for t in infer_request.inputs], max_images=settings.queue_size)
@@ -161,7 +161,7 @@ async def infer(
         deadline_at = deadline(started, settings.request_timeout_s, parameters.timeout_s)
         budget_s = parameters.budget_s if parameters.budget_s is not None else settings.default_budget_ms / 1000.0
         with lease_variant(pool, model, budget_s=budget_s, record=record, metrics=metrics) as core:
-            detected = run(core, images, parameters.detect, deadline_at, metrics, record, admission)
+            detected = run(core, images, parameters.detect, deadline_at, metrics, record, place.admission if place is not None else None)
             outcomes = await unless_disconnected(request, detected)
     if outcomes is None:
         return Response(status_code=CLIENT_CLOSED)  # nobody is listening; for the log and metrics

@@ -6,7 +6,6 @@ computed without touching the shared model's state, so it runs beside the varian
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import numpy as np
@@ -14,6 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from model_zoo import AttentionMap, AttentionQueryError, check_attention_query, draw_heatmap
 
+from ..admission import place_for
 from ..deps import MetricsDep, SettingsDep, VariantDep
 from ..disconnect import unless_disconnected
 from ..errors import CLIENT_CLOSED, MODEL_ERRORS, UPLOAD_ERRORS, error_responses
@@ -53,15 +53,15 @@ async def attention(
     head: Annotated[int | None, Query(ge=0, description="one head's weights; default: the average over heads")] = None,
     response_format: FormatQuery = None,
 ) -> Any:
-    deadline = time.monotonic() + settings.request_timeout_s
     fmt = negotiate(response_format, request.headers.get("accept"))
     stage = check_attention_query(core.detector, stage, block, head)
-    # the variant's queue says how loaded its model is: refuse before reading; else the request
-    # holds a place in that queue while it reads and computes (its work competes with the batches)
-    with core.admit(deadline), metrics.inflight.labels(core.variant).track_inprogress():
+    # the variant's queue says how loaded its model is: refuse before reading (when not already at
+    # the request's head); else the request holds a place in that queue while it reads and
+    # computes (its work competes with the batches)
+    with place_for(request, core, settings.request_timeout_s) as place, metrics.inflight.labels(core.variant).track_inprogress():
         data = await read_image_bytes(request)
         outcome = await unless_disconnected(
-            request, core.attention(data, stage=stage, block=block, x=x, y=y, deadline=deadline)
+            request, core.attention(data, stage=stage, block=block, x=x, y=y, deadline=place.deadline)
         )
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)

@@ -4,13 +4,13 @@ JSON or drawn on the image (``format=image`` or ``Accept: image/png`` / ``image/
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from model_zoo import draw_detections
 
+from ..admission import place_for
 from ..deps import MetricsDep, RecordDep, SettingsDep, VariantDep
 from ..disconnect import unless_disconnected
 from ..errors import CLIENT_CLOSED, MODEL_ERRORS, UPLOAD_ERRORS, error_responses
@@ -43,13 +43,13 @@ async def detect(
     classes: ClassesQuery = None,
     response_format: FormatQuery = None,
 ) -> Any:
-    deadline = time.monotonic() + settings.request_timeout_s
     fmt = negotiate(response_format, request.headers.get("accept"))
     params = DetectParams(score_thr, max_dets, parse_classes(classes))
-    # before reading the body: an overloaded service refuses at once; else the place is held from now
-    with core.admit(deadline) as admission, metrics.inflight.labels(core.variant).track_inprogress():
+    # before reading the body (when not already at the request's head): an overloaded service
+    # refuses at once; else the place is held from then
+    with place_for(request, core, settings.request_timeout_s) as place, metrics.inflight.labels(core.variant).track_inprogress():
         data = await read_image_bytes(request)
-        outcome = await unless_disconnected(request, core.detect(data, params, deadline, admission))
+        outcome = await unless_disconnected(request, core.detect(data, params, place.deadline, place.admission))
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)  # nobody is listening; for the log and metrics
     metrics.observe_stages(core.variant, outcome.seconds)

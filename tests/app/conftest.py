@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -329,6 +330,56 @@ def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]
             raise ConnectionError("connection closed in the middle of the body")
         body += chunk
     return int(status_line.split()[1]), headers, body
+
+
+def upload_heads(server: LiveServer, target: str, body: bytes, count: int, tag: str, content_type: str = "image/jpeg") -> list[socket.socket]:
+    """``count`` ``POST {target}`` of ``body``, each on a connection of its own, of which only the
+    head is sent: each request then waits for its body. Request ids: ``{tag}-0``, ``{tag}-1``, ..."""
+    connections = []
+    for index in range(count):
+        connection = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        connection.sendall(
+            f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nX-Request-ID: {tag}-{index}\r\n\r\n".encode()
+        )
+        connections.append(connection)
+    return connections
+
+
+def first_answered(connections: list[socket.socket], count: int, timeout: float) -> list[socket.socket]:
+    """The first ``count`` of ``connections`` with something to read (or all those that have one
+    when ``timeout`` seconds have passed first)."""
+    answered: list[socket.socket] = []
+    deadline = time.monotonic() + timeout
+    while len(answered) < count and time.monotonic() < deadline:
+        waiting = [c for c in connections if c not in answered]
+        readable, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+        answered.extend(readable)
+    return answered
+
+
+@contextmanager
+def holding_every_place(server: LiveServer, target: str, image: bytes, tag: str) -> Iterator[None]:
+    """A full queue's worth of ``POST {target}`` of ``image``, each holding its place while its body
+    is held back; at the end their bodies are sent, and each must be answered 200 (so every place
+    is free again)."""
+    queue_size = server.app.state.settings.queue_size
+    connections = upload_heads(server, target, image, queue_size, tag)
+    try:
+        yield
+        for connection in connections:
+            connection.sendall(image)
+        assert [read_http_response(c)[0] for c in connections] == [200] * queue_size
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def assert_every_place_is_free(server: LiveServer, target: str, image: bytes, tag: str) -> None:
+    """A full queue's worth of requests is admitted at once and answered: had an ended request
+    kept a place in the target's queue, one of them would be refused."""
+    with holding_every_place(server, target, image, tag):
+        pass
 
 
 def read_metric(base_url: str, name: str, **labels: str) -> float:

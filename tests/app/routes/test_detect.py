@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import math
-import select
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +19,10 @@ from model_zoo import load_detector
 from model_zoo.categories import COCO_CLASSES
 from model_zoo.weights import sha256_file
 
-from tests.app.conftest import read_http_response, serving_settings
+from tests.app.conftest import assert_every_place_is_free, first_answered, read_http_response, serving_settings, upload_heads
 
 VARIANT = "attn0010"
+VARIANT_DETECT = f"/detect?variant={VARIANT}"
 
 
 def post_image(base_url: str, data: bytes, variant: str = VARIANT, **params) -> httpx.Response:
@@ -362,39 +362,13 @@ def test_overload_is_a_429_with_retry_after_and_the_service_recovers(live_server
     assert post_image(base_url, jpeg).status_code == 200
 
 
-def _upload_heads(live_server, image: bytes, count: int, tag: str) -> list[socket.socket]:
-    """``count`` POST /detect of ``image``, each on a connection of its own, of which only the head
-    is sent: each request then waits for its body. Request ids: ``{tag}-0``, ``{tag}-1``, ..."""
-    connections = []
-    for index in range(count):
-        connection = socket.create_connection(("127.0.0.1", live_server.port), timeout=30)
-        connection.sendall(
-            f"POST /detect?variant={VARIANT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
-            f"Content-Length: {len(image)}\r\nX-Request-ID: {tag}-{index}\r\n\r\n".encode()
-        )
-        connections.append(connection)
-    return connections
-
-
-def _first_answered(connections: list[socket.socket], count: int, timeout: float) -> list[socket.socket]:
-    """The first ``count`` of ``connections`` with something to read (or all those that have one
-    when ``timeout`` seconds have passed first)."""
-    answered: list[socket.socket] = []
-    deadline = time.monotonic() + timeout
-    while len(answered) < count and time.monotonic() < deadline:
-        waiting = [c for c in connections if c not in answered]
-        readable, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
-        answered.extend(readable)
-    return answered
-
-
 def test_a_burst_is_refused_at_admission_while_its_uploads_are_still_arriving(live_server, jpeg):
     # issue 12: admitted requests hold their places while they read and decode their uploads. Before,
     # a burst was admitted whole (nothing was queued yet) and refused only after that work.
     queue_size = live_server.app.state.settings.queue_size
-    connections = _upload_heads(live_server, jpeg, queue_size + 3, "burst")
+    connections = upload_heads(live_server, VARIANT_DETECT, jpeg, queue_size + 3, "burst")
     try:
-        refused = _first_answered(connections, 3, timeout=30)
+        refused = first_answered(connections, 3, timeout=30)
         assert len(refused) == 3
         for connection in refused:
             status, headers, body = read_http_response(connection)
@@ -402,7 +376,7 @@ def test_a_burst_is_refused_at_admission_while_its_uploads_are_still_arriving(li
             assert f"{queue_size} requests are already waiting" in json.loads(body)["detail"]
             assert int(headers["retry-after"]) >= 1
         admitted = [c for c in connections if c not in refused]
-        assert _first_answered(admitted, 1, timeout=0.5) == []  # waiting for their bodies, not refused
+        assert first_answered(admitted, 1, timeout=0.5) == []  # waiting for their bodies, not refused
         for connection in admitted:
             connection.sendall(jpeg)
         assert [read_http_response(c)[0] for c in admitted] == [200] * queue_size  # their places were kept
@@ -411,31 +385,17 @@ def test_a_burst_is_refused_at_admission_while_its_uploads_are_still_arriving(li
             connection.close()
 
 
-def _assert_every_place_is_free(live_server, image: bytes, tag: str) -> None:
-    """A full queue's worth of requests, all holding their places at once (their bodies held back),
-    is admitted and answered: had an ended request kept a place, one of them would be refused."""
-    queue_size = live_server.app.state.settings.queue_size
-    connections = _upload_heads(live_server, image, queue_size, tag)
-    try:
-        for connection in connections:
-            connection.sendall(image)
-        assert [read_http_response(c)[0] for c in connections] == [200] * queue_size
-    finally:
-        for connection in connections:
-            connection.close()
-
-
 def test_requests_that_leave_before_their_upload_arrived_give_their_places_back(live_server, access_log, eventually, jpeg):
     queue_size = live_server.app.state.settings.queue_size
-    connections = _upload_heads(live_server, jpeg, queue_size + 1, "leaving")
-    (refused,) = _first_answered(connections, 1, timeout=30)  # the others hold every place
+    connections = upload_heads(live_server, VARIANT_DETECT, jpeg, queue_size + 1, "leaving")
+    (refused,) = first_answered(connections, 1, timeout=30)  # the others hold every place
     assert read_http_response(refused)[0] == 429
     for connection in connections:
         connection.close()
     ended = lambda: [line for line in access_log if line["request_id"].startswith("leaving-")]  # noqa: E731
     eventually(lambda: len(ended()) == queue_size + 1)  # each logged once its request ended
     assert sorted(line["status"] for line in ended()) == [429] + [499] * queue_size
-    _assert_every_place_is_free(live_server, jpeg, "after-leaving")
+    assert_every_place_is_free(live_server, VARIANT_DETECT, jpeg, "after-leaving")
 
 
 def test_no_request_keeps_a_place_once_it_ended(live_server, client, jpeg):
@@ -449,7 +409,7 @@ def test_no_request_keeps_a_place_once_it_ended(live_server, client, jpeg):
         image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(data).decode()]}
         answer = client.post(f"/v2/models/{VARIANT}/infer", json={"inputs": [image]})
         assert answer.status_code // 100 == (2 if data is jpeg else 4), answer.text[:200]
-    _assert_every_place_is_free(live_server, jpeg, "after-doors")
+    assert_every_place_is_free(live_server, VARIANT_DETECT, jpeg, "after-doors")
 
 
 def request_timeout(app, zoo, seconds: float):
@@ -463,6 +423,7 @@ def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_ru
     batcher = live_server.app.state.pool.core(VARIANT).batcher
     assert post_image(base_url, jpeg).status_code == 200  # a measured batch to predict from
     batches_before = metric(base_url, "attnzoo_batch_size_count", variant=VARIANT)
+    own_counted_s = batcher.predicted_wait_s()  # idle: its own batch, as admission counts it (average + spread)
     gate = hold_model(VARIANT)
     executor = ThreadPoolExecutor(1)
     blocker = executor.submit(post_image, base_url, jpeg)
@@ -475,7 +436,7 @@ def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_ru
     assert [(r.levelno, r.exc_info) for r in logged] == [(logging.WARNING, None)]  # an expected condition: one line
     assert "past the deadline" in body["detail"]
     # the rest of the running batch (at most one batch) and its own batch, minus what it had left
-    assert 1 <= int(refused.headers["Retry-After"]) <= math.ceil(2 * own_batch_s)
+    assert 1 <= int(refused.headers["Retry-After"]) <= math.ceil(2 * own_counted_s)
     gate.release()
     assert blocker.result().status_code == 200
     executor.shutdown()
