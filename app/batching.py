@@ -334,11 +334,9 @@ class MicroBatcher(Generic[Item, Result]):
             if batch is None:
                 return
             if batch:
-                self._running = (time.monotonic(), len(batch))
                 try:
                     self._execute(batch)
                 finally:
-                    self._running = None
                     batch.clear()  # answered: do not keep the batch's items while waiting for the next one
 
     def _next(self, until: float | None) -> _Pending[Item] | None:
@@ -422,8 +420,14 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _execute(self, batch: list[_Pending[Item]]) -> None:
         started = time.monotonic()
+        self._running = (started, len(batch))
         try:
-            results = list(self.batch_fn([p.item for p in batch]))
+            try:
+                results = list(self.batch_fn([p.item for p in batch]))
+            finally:
+                # done running before any caller has its answer: a caller that predicts right
+                # after its answer must not count the rest of a batch that has ended
+                self._running = None
             if len(results) != len(batch):
                 raise RuntimeError(f"{self.name}: batch function returned {len(results)} results for {len(batch)} items")
         except Exception as exc:  # noqa: BLE001 - every failure must reach the callers

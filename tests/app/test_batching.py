@@ -313,6 +313,23 @@ def test_admission_allows_for_batches_slower_than_their_average(make_batcher):
     batcher.admit(time.monotonic() + counted + 1.0).release()
 
 
+def test_a_caller_that_has_its_answer_sees_no_batch_running(make_batcher):
+    # its batch took less than the average: still counted as running, the rest of its predicted
+    # time would be added to a prediction made right after the answer (e.g. by the next admission)
+    fn = Alternating(0.25, 0.05)
+    batcher = make_batcher(fn, max_batch=1, spread_allowance=0.0)
+    batcher.submit(0, far()).result(30)
+    fn.gate.clear()
+    second = batcher.submit(1, far())
+    seen: list[tuple[float | None, float | None]] = []
+    # called in the worker thread, as the answer is set
+    second.add_done_callback(lambda done: seen.append((batcher.predicted_wait_s(), batcher.predicted_batch_s(1))))
+    fn.gate.set()
+    assert second.result(30).result == 2
+    ((waited, own),) = seen
+    assert waited == own  # idle: its own batch only
+
+
 def test_held_places_count_in_the_predicted_wait(make_batcher):
     batcher = make_batcher(Sleeper(0.2), max_batch=1)
     one = measured(batcher)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+
 import pytest
 
 from tests.app.conftest import assert_every_place_is_free, holding_every_place, read_http_response, serving_settings
