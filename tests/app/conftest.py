@@ -314,18 +314,22 @@ def broken_server(zoo: Zoo) -> Iterator[LiveServer]:
 
 
 def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP response: (status, headers lower-cased, body); the body by Content-Length."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"connection closed before a response: {data[:200]!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    """One HTTP response: (status, headers lower-cased, body); the body by Content-Length.
+
+    Reads no byte past the response, so that responses that arrive together (pipelined) are read
+    one call each: the head is found in what is waiting (``MSG_PEEK``) before it is taken."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        waiting = sock.recv(65536, socket.MSG_PEEK)
+        if not waiting:
+            raise ConnectionError(f"connection closed before a response: {head[:200]!r}")
+        end = (head[-3:] + waiting).find(b"\r\n\r\n")
+        head += sock.recv(len(waiting) if end < 0 else end + 4 - len(head[-3:]))
+    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
     headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in header_lines)}
+    body = b""
     while len(body) < int(headers.get("content-length", 0)):
-        chunk = sock.recv(65536)
+        chunk = sock.recv(int(headers["content-length"]) - len(body))
         if not chunk:
             raise ConnectionError("connection closed in the middle of the body")
         body += chunk
