@@ -51,7 +51,7 @@ from .variant_core import VariantCore
 PLACE_STATE_KEY = "queue_place"  # scope["state"][...]: the Place taken at the head
 # the routes whose variant is a query parameter, by path (the path is also their endpoint label)
 _QUERY_VARIANT_PATHS = frozenset({"/detect", "/attention"})
-_V2_INFER = re.compile(rf"^/v2/models/(?P<model>[^/]+)/(?:versions/(?P<version>[^/]+)/)?infer$")
+_V2_INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)/(?:versions/(?P<version>[^/]+)/)?infer$")
 _V2_INFER_ENDPOINT = "/v2/models/{model}/infer"
 _V2_VERSIONED_INFER_ENDPOINT = "/v2/models/{model}/versions/{version}/infer"
 
@@ -64,6 +64,16 @@ class Place:
     admission: Admission
     started: float  # time.monotonic() when it was admitted: at the head, or in the route
     deadline: float  # time.monotonic(): ``started`` + the request timeout
+
+    @classmethod
+    def admitted(cls, core: VariantCore, timeout_s: float) -> Place:
+        """A place in ``core``'s queue for a request that starts now, with ``timeout_s`` to run.
+
+        Raises:
+            OverloadedError (429, with Retry-After), BatcherClosedError (503).
+        """
+        started = time.monotonic()
+        return cls(core.admit(started + timeout_s), started, started + timeout_s)
 
     def __enter__(self) -> Place:
         return self
@@ -82,10 +92,7 @@ def place_for(request: Request, core: VariantCore, timeout_s: float) -> Place:
         OverloadedError (429, with Retry-After), BatcherClosedError (503).
     """
     place = request.scope.get("state", {}).get(PLACE_STATE_KEY)
-    if place is not None:
-        return place
-    started = time.monotonic()
-    return Place(core.admit(started + timeout_s), started, started + timeout_s)
+    return place if place is not None else Place.admitted(core, timeout_s)
 
 
 @dataclass
@@ -116,14 +123,12 @@ class HeadAdmission:
             core = pool.core(variant)
         except (UnknownVariantError, VariantNotServedError, VariantNotReadyError):
             return None
-        started = time.monotonic()
         try:
-            admission = core.admit(started + settings.request_timeout_s)
+            head.state[PLACE_STATE_KEY] = Place.admitted(core, settings.request_timeout_s)
         except OverloadedError as exc:
             return self._refuse(head, core, endpoint, exc)
         except BatcherClosedError:
-            return None
-        head.state[PLACE_STATE_KEY] = Place(admission, started, started + settings.request_timeout_s)
+            pass
         return None
 
     def _refuse(self, head: RequestHead, core: VariantCore, endpoint: str, exc: OverloadedError) -> Answer:

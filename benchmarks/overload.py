@@ -102,12 +102,14 @@ async def send(host: str, port: int, variant: str, image: bytes, timeout: float,
     return Answer(response.status_code, seconds, headers.get("retry-after"), error)
 
 
-async def burst(base_url: str, variant: str, image: bytes, count: int, timeout: float) -> tuple[list[Answer], float]:
-    """``count`` requests at once, one connection each; (answers, wall seconds)."""
+async def burst(
+    base_url: str, variant: str, image: bytes, count: int, timeout: float, extra_headers: Sequence[tuple[str, str]] = ()
+) -> tuple[list[Answer], float]:
+    """``count`` requests at once (with ``extra_headers``), one connection each; (answers, wall seconds)."""
     url = httpx.URL(base_url)
     host, port = url.host, url.port
     started = time.perf_counter()
-    answers = await asyncio.gather(*(send(host, port, variant, image, timeout) for _ in range(count)))
+    answers = await asyncio.gather(*(send(host, port, variant, image, timeout, extra_headers) for _ in range(count)))
     return list(answers), time.perf_counter() - started
 
 

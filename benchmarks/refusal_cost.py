@@ -82,21 +82,16 @@ def hold_every_place(base_url: str, variant: str, image: bytes, queue_size: int)
     return held
 
 
-async def refused_burst(base_url: str, variant: str, image: bytes, count: int, headers: Sequence[tuple[str, str]]) -> list[overload.Answer]:
-    url = httpx.URL(base_url)
-    return list(await asyncio.gather(*(overload.send(url.host, url.port, variant, image, 60.0, headers) for _ in range(count))))
-
-
 def measure(base_url: str, pid: int, variant: str, image: bytes, count: int, rounds: int) -> list[Round]:
     """``rounds`` measured rounds of both ways, after one unmeasured (the first burst of each way
     also pays for what runs once: imports, the first connections' buffers)."""
     for headers in WAYS.values():
-        asyncio.run(refused_burst(base_url, variant, image, count, headers))
+        asyncio.run(overload.burst(base_url, variant, image, count, 60.0, headers))
     results = []
     for _ in range(rounds):
         for way, headers in WAYS.items():
             before = cpu_seconds(pid)
-            answers = asyncio.run(refused_burst(base_url, variant, image, count, headers))
+            answers, _ = asyncio.run(overload.burst(base_url, variant, image, count, 60.0, headers))
             after = cpu_seconds(pid)
             refused = [a for a in answers if a.status == 429]
             results.append(Round(way, count, len(refused), after[0] - before[0], after[1] - before[1], [a.seconds for a in refused]))
