@@ -32,6 +32,7 @@ import threading
 from dataclasses import dataclass
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -223,6 +224,8 @@ def run_attnzoo(command: str, box: Sandbox) -> None:
     argv = shlex.split(command.replace(" /tmp/", f" {box.root}/tmp/"))
     subcommand = argv[1]
     done = _run(argv, box.fetch_env if subcommand == "fetch" else box.env, box.root)
+    if subcommand == "--version":
+        assert done.stdout.startswith(f"attnzoo {version('attnzoo')}"), done.stdout
     if subcommand == "predict":
         images = [arg for arg in argv[2:] if arg in PHOTOS]
         assert [item["image"] for item in json.loads(done.stdout)] == images
@@ -254,7 +257,7 @@ def run_curl(command: str, box: Sandbox) -> None:
 
 RULES: tuple[tuple[str, Callable[[str, Sandbox], None]], ...] = (
     (r"\.venv/bin/attnzoo serve( .*)?", run_serve),
-    (r"\.venv/bin/attnzoo (models|fetch|predict|synth-weights|eval)( .*)?", run_attnzoo),
+    (r"\.venv/bin/attnzoo (--version|models|fetch|predict|synth-weights|eval)( .*)?", run_attnzoo),
     (r"curl .*localhost:8000/.*", run_curl),
 )
 

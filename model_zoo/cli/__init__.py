@@ -6,6 +6,7 @@ Commands of other installed packages join through the ``attnzoo.commands`` entry
 (``attnzoo serve`` comes from ``app``, which model_zoo never imports by name).
 Every error is one line on stderr with a non-zero exit status, never a traceback: domain errors
 and usage mistakes exit with 2, an operating-system error (a file that cannot be written) with 1.
+``attnzoo --version`` (``-V``) prints the build (:func:`model_zoo.version.build_info`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from importlib.metadata import entry_points
 from typing import NoReturn, Sequence
 
 from model_zoo.errors import AttnzooError
+from model_zoo.version import build_info
 
 from . import eval as eval_command
 from . import fetch, models, predict, synth_weights
@@ -29,6 +31,25 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class VersionAction(argparse.Action):
+    """``--version``: ``attnzoo 0.1.0 (git 1a2b3c4)`` on stdout, exit 0.
+
+    argparse's own ``version`` action takes the text when the parser is built; this one looks the
+    build up only when asked, so other commands do not run git.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option_string: str | None = None) -> None:
+        print(version_line())
+        parser.exit(0)
+
+
+def version_line() -> str:
+    return f"attnzoo {build_info()}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attnzoo",
         description="Empirical Attention Faster R-CNN model zoo: predict, fetch weights, evaluate, serve.",
     )
+    parser.add_argument(
+        "-V", "--version", action=VersionAction, help="print the version (and the git commit of a checkout) and exit"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.register(subparsers, common)
@@ -56,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] in (["-V"], ["--version"]):  # answered before the subcommands, and what they import, are loaded
+        print(version_line())
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

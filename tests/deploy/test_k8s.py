@@ -1,12 +1,18 @@
-"""docker/k8s: the scale-out manifests, checked as data against the image, the CLI, the settings,
-the metric contract and each other."""
+"""docker/k8s: the scale-out manifests, checked against Kubernetes' own schemas (kubernetes-validate),
+rendered by kustomize (kubectl's), and as data against the image, the CLI, the settings, the
+metric contract and each other."""
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
+import shutil
+import subprocess
+from importlib.metadata import version
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from deploy_support import K8S_DIR, PROMETHEUS_CONFIG, load_yaml, parse_dockerfile
@@ -14,6 +20,15 @@ from deploy_support import K8S_DIR, PROMETHEUS_CONFIG, load_yaml, parse_dockerfi
 ADAPTER_RULES = K8S_DIR / "prometheus-adapter-rules.yaml"
 # The gauges the brief's metric contract offers for autoscaling (per pod, no rate needed).
 SCALING_GAUGES = {"attnzoo_queue_depth", "attnzoo_inflight_requests"}
+# The Kubernetes release whose OpenAPI schemas the manifests are checked against.
+KUBERNETES_VERSION = "1.32.0"
+# Objects of KServe's API group are checked by KServe's typed models instead (test_kserve.py).
+KSERVE_API_GROUP = "serving.kserve.io/"
+IMAGE_KEY = "attnzoo"  # the image name the manifests' containers give, which the kustomization sets
+KUBECTL_MISSING = (
+    "KUBECTL NOT INSTALLED: this test renders docker/k8s with kubectl's kustomize "
+    "(`kubectl kustomize`, no cluster needed); the development and CI machines have it"
+)
 
 
 def _container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
@@ -46,6 +61,14 @@ def adapter_rules(k8s_objects) -> list[dict[str, Any]]:
     return yaml.safe_load(config_map["data"]["config.yaml"])["rules"]
 
 
+def _kserve_files() -> set[str]:
+    return {
+        path.name
+        for path in K8S_DIR.glob("*.yaml")
+        if any(doc and str(doc.get("apiVersion", "")).startswith(KSERVE_API_GROUP) for doc in yaml.safe_load_all(path.read_text()))
+    }
+
+
 def test_kustomization_lists_the_app_manifests():
     kustomization = load_yaml(K8S_DIR / "kustomization.yaml")
     listed = set(kustomization["resources"])
@@ -53,9 +76,91 @@ def test_kustomization_lists_the_app_manifests():
         assert (K8S_DIR / name).is_file(), f"kustomization lists a missing file {name}"
     on_disk = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
     # The adapter rules go to the adapter's namespace with the adapter's install, not with the app;
-    # the KServe InferenceService needs KServe's CRDs and replaces the Deployment where KServe runs.
-    assert on_disk - listed == {ADAPTER_RULES.name, "inferenceservice.yaml"}
-    assert {i["name"] for i in kustomization["images"]} == {"attnzoo"}
+    # the KServe InferenceServices need KServe's CRDs and replace the Deployment where KServe runs.
+    assert "inferenceservice.yaml" in _kserve_files()
+    assert on_disk - listed == {ADAPTER_RULES.name} | _kserve_files()
+    assert {i["name"] for i in kustomization["images"]} == {IMAGE_KEY}
+
+
+def test_kustomization_sets_the_image_of_this_release():
+    """A full reference, tagged with the package version: not the bare key, not `latest`."""
+    (image,) = load_yaml(K8S_DIR / "kustomization.yaml")["images"]
+    assert image["newName"] and image["newTag"] == version("attnzoo")
+
+
+@pytest.fixture(scope="module")
+def kustomized() -> list[dict[str, Any]]:
+    """``kubectl kustomize docker/k8s``: the objects `kubectl apply -k docker/k8s` would create."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip(KUBECTL_MISSING)
+    done = subprocess.run([kubectl, "kustomize", str(K8S_DIR)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def _images(node: Any) -> list[str]:
+    """Every container's and init container's image anywhere in ``node``."""
+    if isinstance(node, list):
+        return [image for item in node for image in _images(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [c["image"] for key in ("containers", "initContainers") for c in node.get(key) or [] if isinstance(c, dict)]
+    return found + [image for key, value in node.items() if key not in ("containers", "initContainers") for image in _images(value)]
+
+
+def test_kustomize_gives_every_container_the_kustomizations_image(kustomized):
+    (image,) = load_yaml(K8S_DIR / "kustomization.yaml")["images"]
+    images = _images(kustomized)
+    assert len(images) == 2  # the server and the weights init container
+    assert set(images) == {f"{image['newName']}:{image['newTag']}"}
+    assert {(doc["kind"], doc["metadata"]["name"]) for doc in kustomized} == {
+        ("Deployment", "attnzoo"),
+        ("Service", "attnzoo"),
+        ("HorizontalPodAutoscaler", "attnzoo"),
+        ("PersistentVolumeClaim", "attnzoo-weights"),
+    }
+
+
+def _kubernetes_objects() -> list[tuple[str, dict[str, Any]]]:
+    """Every object of docker/k8s/*.yaml outside KServe's API group, with where it comes from."""
+    objects = []
+    for path in sorted(K8S_DIR.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc and not doc["apiVersion"].startswith(KSERVE_API_GROUP):
+                objects.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return objects
+
+
+@pytest.mark.parametrize(("where", "manifest"), _kubernetes_objects(), ids=[where for where, _ in _kubernetes_objects()])
+def test_every_object_is_valid_for_kubernetes(where, manifest):
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_kustomized_objects_are_valid_for_kubernetes(kustomized):
+    for manifest in kustomized:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (["spec", "template", "spec", "containers", 0, "imagePullPolicyy"], "IfNotPresent"),  # misspelt
+        (["spec", "template", "spec", "terminationGracePeriodSecond"], 50),  # misspelt
+        (["spec", "replicas"], "one"),  # wrongly typed
+    ],
+)
+def test_the_schema_check_refuses_a_misspelt_or_mistyped_field(deployment, path, value):
+    broken = copy.deepcopy(deployment)
+    node = broken
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(kubernetes_validate.ValidationError) as error:
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+    assert str(path[-1]) in str(error.value.message) or list(error.value.path)[-1] == path[-1]
 
 
 def test_deployment_requests_one_gpu(server):

@@ -1,6 +1,7 @@
 """docker/k8s/inferenceservice.yaml: attnzoo as a KServe custom predictor, checked by KServe's own
 typed SDK models (``kserve`` on PyPI) so that a misspelt or misplaced field fails, then against
-the service's contract (ports, protocol, probes) and the plain Deployment it mirrors."""
+the service's contract (ports, protocol, probes, metrics), the plain Deployment it mirrors, and
+the HorizontalPodAutoscaler beside it (kubernetes-validate checks that one, in test_k8s.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,40 @@ import copy
 from typing import Any, Callable
 
 import pytest
-from deploy_support import K8S_DIR, load_yaml
+import yaml
+from deploy_support import K8S_DIR, PROMETHEUS_CONFIG, load_yaml
 from typed_manifest import check_in_subprocess
 
 ISVC_FILE = K8S_DIR / "inferenceservice.yaml"
 V2_HEALTH = {"livenessProbe": "/v2/health/live", "readinessProbe": "/v2/health/ready"}
 
+# KServe's annotations, and what KServe does with them (its pod webhook and raw-deployment
+# reconciler, pkg/webhook/admission/pod/metrics_aggregate_injector.go and reconcilers/hpa in
+# KServe's repository): with the scraping switch "true" (the annotation, or when it is absent the
+# cluster's inferenceservice-config default), the webhook sets the pod's prometheus.io/port to the
+# queue-proxy's 9091 and prometheus.io/path to /metrics; autoscalerClass "external" makes KServe
+# create no HPA and leave the replica count alone; the predictor's Deployment is <name>-predictor.
+SCRAPING = "serving.kserve.io/enable-prometheus-scraping"
+AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
+QUEUE_PROXY_METRICS = {"prometheus.io/port": "9091", "prometheus.io/path": "/metrics"}
+
 
 @pytest.fixture(scope="module")
-def manifest() -> dict[str, Any]:
-    return load_yaml(ISVC_FILE)
+def documents() -> dict[str, dict[str, Any]]:
+    """The file's objects by kind."""
+    by_kind = {doc["kind"]: doc for doc in yaml.safe_load_all(ISVC_FILE.read_text(encoding="utf-8")) if doc}
+    assert set(by_kind) == {"InferenceService", "HorizontalPodAutoscaler"}
+    return by_kind
+
+
+@pytest.fixture(scope="module")
+def manifest(documents) -> dict[str, Any]:
+    return documents["InferenceService"]
+
+
+@pytest.fixture(scope="module")
+def autoscaler(documents) -> dict[str, Any]:
+    return documents["HorizontalPodAutoscaler"]
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +146,56 @@ def test_probe_paths_are_routes_of_the_service(tmp_path):
     assert set(V2_HEALTH.values()) <= routes
 
 
+def _without_image(container: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in container.items() if key != "image"}
+
+
+def kustomized_image() -> str:
+    """The image kustomization.yaml gives deployment.yaml's containers (named ``attnzoo`` there)."""
+    (entry,) = load_yaml(K8S_DIR / "kustomization.yaml")["images"]
+    return f"{entry.get('newName', entry['name'])}:{entry['newTag']}"
+
+
 def test_mirrors_the_deployment_weights_init_and_security(k8s_objects, predictor, server):
     pod = k8s_objects[("Deployment", "attnzoo")]["spec"]["template"]["spec"]
-    assert predictor["initContainers"] == pod["initContainers"]
+    assert [_without_image(c) for c in predictor["initContainers"]] == [_without_image(c) for c in pod["initContainers"]]
     assert predictor["volumes"] == pod["volumes"]
     assert predictor["securityContext"] == pod["securityContext"]
     (deployed,) = [c for c in pod["containers"] if c["name"] == "attnzoo"]
     assert server["volumeMounts"] == deployed["volumeMounts"]
-    assert server["image"] == deployed["image"]
     # Same service settings (PROTOCOL is KServe's own variable).
     assert {k: v for k, v in _env(server).items() if k != "PROTOCOL"} == _env(deployed)
+
+
+def test_runs_the_image_the_kustomization_sets_for_the_deployment(predictor, server):
+    """Not in the kustomization (it needs KServe's CRDs), so the image is written out: the same one."""
+    assert {c["image"] for c in [server, *predictor["initContainers"]]} == {kustomized_image()}
+
+
+def test_pods_are_scraped_at_the_services_metrics_endpoint(k8s_objects, manifest, predictor, server):
+    """The pod's prometheus.io/* annotations once KServe has made the pod: the InferenceService's
+    and the predictor's annotations, then the webhook's rewrite when the scraping switch is on."""
+    isvc_annotations = manifest["metadata"]["annotations"]
+    # Set either way, so that a cluster-wide default of "true" cannot apply.
+    assert isvc_annotations[SCRAPING] in ("true", "false")
+    pod = {**isvc_annotations, **predictor["annotations"]}
+    if pod[SCRAPING] == "true":
+        pod.update(QUEUE_PROXY_METRICS)
+
+    assert pod["prometheus.io/scrape"] == "true"
+    assert int(pod["prometheus.io/port"]) == next(p["containerPort"] for p in server["ports"] if p["name"] == "http")
+    job = next(j for j in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"] if j["job_name"] == "attnzoo")
+    assert pod["prometheus.io/path"] == job.get("metrics_path", "/metrics")
+    deployed = k8s_objects[("Deployment", "attnzoo")]["spec"]["template"]["metadata"]["annotations"]
+    assert predictor["annotations"] == deployed
+
+
+def test_scales_on_queue_depth_like_the_deployment_not_on_kserves_cpu_default(k8s_objects, manifest, predictor, autoscaler):
+    assert manifest["metadata"]["annotations"][AUTOSCALER_CLASS] == "external"
+    target = autoscaler["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", f"{manifest['metadata']['name']}-predictor")
+    assert (autoscaler["spec"]["minReplicas"], autoscaler["spec"]["maxReplicas"]) == (predictor["minReplicas"], predictor["maxReplicas"])
+    # The same metric, target and pace as hpa.yaml's (whose metric test_k8s.py checks against the adapter rules).
+    deployment_hpa = k8s_objects[("HorizontalPodAutoscaler", "attnzoo")]["spec"]
+    assert autoscaler["apiVersion"] == "autoscaling/v2"
+    assert (autoscaler["spec"]["metrics"], autoscaler["spec"]["behavior"]) == (deployment_hpa["metrics"], deployment_hpa["behavior"])

@@ -117,7 +117,7 @@ def test_missing_registry_checkpoint_says_where_to_put_the_file(synthetic_zoo, t
     assert one_error_line(capsys) == (
         f"attnzoo predict: error: checkpoint for 'attn0010' not found at {str(expected)!r}: run `attnzoo fetch "
         f"attn0010`, or download https://example.invalid/weights/{synthetic_zoo.checkpoint.name} and put the file "
-        "there (keep its name)"
+        "there (keep its name); or add --demo to predict with a synthetic stand-in (its detections mean nothing)"
     )
 
 
