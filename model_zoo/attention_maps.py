@@ -1,10 +1,11 @@
-"""Attention maps of a GeneralizedAttention block for one query point, with the image's detections.
+"""Attention maps of a GeneralizedAttention block for one query point.
 
 The map is computed by the model's own modules, outside their ``forward``: the backbone runs up
 to the block (``ResNet.block_input``, ``Bottleneck.conv2_features``) and the block gives the
 softmax weights of one query (``GeneralizedAttention.query_weights``), the same softmax its
 forward computes. Nothing is stored on a module, so maps may be asked for while other threads
-run batches on the same detector. The detections come from ``Detector.infer``, as for /detect.
+run batches on the same detector. Only the backbone runs, up to the block: a caller that wants
+the image's detections too asks ``Detector.infer`` for them.
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model_zoo.errors import AttnzooError
+from model_zoo.errors import AttentionQueryError
 from model_zoo.images import ImageInput
-from model_zoo.predictor import DetectionResult, Detector
-
-
-class AttentionQueryError(AttnzooError):
-    """A query point, stage or block that the variant's attention blocks cannot answer."""
+from model_zoo.predictor import Detector
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,6 @@ class AttentionMap:
     key_centers_x: np.ndarray
     key_centers_y: np.ndarray
     query_independent: bool
-    detections: DetectionResult
 
     @property
     def mean_weights(self) -> np.ndarray:
@@ -66,23 +62,24 @@ def check_attention_query(detector: Detector, stage: int | None, block: int, hea
     Raises:
         AttentionQueryError: naming the bad value and the valid ones.
     """
+    attention = detector.entry.arch.backbone.attention
     blocks = attention_blocks(detector)
-    if not blocks:
+    if attention is None or not blocks:
         raise AttentionQueryError(f"variant {detector.variant} has no GeneralizedAttention blocks")
     stage = min(blocks) if stage is None else stage
     if stage not in blocks:
         raise AttentionQueryError(f"stage {stage} of {detector.variant} has no attention; stages with attention: {sorted(blocks)}")
     if not 0 <= block < blocks[stage]:
         raise AttentionQueryError(f"block must be in 0..{blocks[stage] - 1} for stage {stage}, got {block}")
-    num_heads = detector.entry.arch.backbone.attention.num_heads  # type: ignore[union-attr]
+    num_heads = attention.num_heads
     if head is not None and not 0 <= head < num_heads:
         raise AttentionQueryError(f"head must be in 0..{num_heads - 1} (or omitted: the average over heads), got {head}")
     return stage
 
 
 def attention_map(detector: Detector, image: ImageInput, *, stage: int, block: int, x: float, y: float) -> AttentionMap:
-    """Block ``block`` of ``stage``'s attention for the query at (x, y), original-image pixels,
-    and the image's detections. Thread-safe.
+    """Block ``block`` of ``stage``'s attention for the query at (x, y), original-image pixels.
+    Thread-safe.
 
     Raises:
         AttentionQueryError: a stage or block without attention, or a point outside the image.
@@ -115,5 +112,4 @@ def attention_map(detector: Detector, image: ImageInput, *, stage: int, block: i
         key_centers_x=(np.arange(key_w) * key_step + stride / 2) / scale_w,
         key_centers_y=(np.arange(key_h) * key_step + stride / 2) / scale_h,
         query_independent=attention.query_independent,
-        detections=detector.infer([prepared])[0],
     )

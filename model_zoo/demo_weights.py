@@ -16,6 +16,7 @@ that cannot be taken for an official file, with a hash prefix that is checked li
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Literal
 
 from filelock import FileLock
 
+from model_zoo.atomic_files import write_atomic
 from model_zoo.errors import HashMismatchError, WeightsError
 from model_zoo.registry import (
     BUNDLED_METAFILE,
@@ -47,7 +49,8 @@ def demo_weights_dir(weights_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def ensure_demo_weights(entry: VariantEntry, weights_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cached stand-in of ``entry``, made first if there is none (about 10 s on a CPU).
+    """The cached stand-in of ``entry``, made first if there is none (a forward of the model on
+    one calibration image, see :mod:`model_zoo.synth`).
 
     Safe to call from several processes at once (a file lock); a cached file whose sha256 no
     longer matches its name is replaced.
@@ -126,14 +129,12 @@ def _cached_stand_in(entry: VariantEntry, folder: Path) -> Path | None:
 
 
 def _write_stand_in(entry: VariantEntry, folder: Path) -> Path:
-    from model_zoo.synth import write_synthetic_checkpoint  # torch only when a stand-in is made
+    from model_zoo.synth import synthetic_checkpoint_file  # torch only when a stand-in is made
 
-    staging = folder / f".{entry.alias}{SYNTHETIC_MARKER}.partial"
+    payload = synthetic_checkpoint_file(entry.arch, DEMO_SEED, variant=entry.alias)
+    target = folder / f"{entry.alias}{SYNTHETIC_MARKER}-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
     try:
-        write_synthetic_checkpoint(entry, staging, seed=DEMO_SEED)
-        target = folder / f"{entry.alias}{SYNTHETIC_MARKER}-{sha256_file(staging)[:8]}.pth"
-        os.replace(staging, target)
+        write_atomic(target, payload)
     except OSError as exc:
-        staging.unlink(missing_ok=True)
         raise WeightsError(f"cannot write demo weights into {str(folder)!r}: {exc.strerror or exc}") from None
     return target

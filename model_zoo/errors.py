@@ -67,3 +67,7 @@ class DownloadError(WeightsError):
 
 class ImageDecodeError(AttnzooError):
     """Bytes or a path that do not decode to an image."""
+
+
+class AttentionQueryError(AttnzooError):
+    """A query point, stage, block or head that the variant's attention blocks cannot answer."""

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 
 from model_zoo.categories import COCO_CATEGORY_IDS, COCO_CLASSES
 from model_zoo.checkpoint import load_checkpoint
+from model_zoo.detections import Detection, DetectionResult
 from model_zoo.engine.detector import FasterRCNN, build_detector
 from model_zoo.engine.inference_pass import CPU_KERNELS, prepare_for_inference
 from model_zoo.engine.preprocess import ImageBatch, ResizedImage, collate, resize_keep_ratio
@@ -41,56 +41,6 @@ from model_zoo.weights import hash_prefix_of, verify_weights
 # fp32 is the default and the only mode whose detections are proven equal to mmdet's; the
 # others run convolutions and matmuls under autocast (opt-in, see BENCHMARKS.md for their cost).
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detected object. ``bbox`` is (x1, y1, x2, y2) in original-image pixels."""
-
-    bbox: tuple[float, float, float, float]
-    score: float
-    label: int  # contiguous 0..79
-    category_id: int  # COCO category id
-    class_name: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "bbox": list(self.bbox),
-            "score": self.score,
-            "label": self.label,
-            "category_id": self.category_id,
-            "class_name": self.class_name,
-        }
-
-
-@dataclass(frozen=True)
-class DetectionResult:
-    """Detections of one image, sorted by descending score; ``width``/``height`` in pixels."""
-
-    width: int
-    height: int
-    detections: tuple[Detection, ...] = field(default_factory=tuple)
-
-    def filter(
-        self,
-        score_thr: float | None = None,
-        max_dets: int | None = None,
-        labels: Iterable[int] | None = None,
-    ) -> "DetectionResult":
-        """Keep detections with ``score > score_thr`` (strict, as mmdet's test cfg) and label in
-        ``labels``, at most ``max_dets``."""
-        wanted = None if labels is None else set(labels)
-        kept = [
-            d
-            for d in self.detections
-            if (score_thr is None or d.score > score_thr) and (wanted is None or d.label in wanted)
-        ]
-        if max_dets is not None:
-            kept = kept[:max_dets]
-        return DetectionResult(self.width, self.height, tuple(kept))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "detections": [d.to_dict() for d in self.detections]}
 
 
 @dataclass(frozen=True)
@@ -191,23 +141,24 @@ class Detector:
         return [_to_result(item.resized, boxes, scores, labels) for item, (boxes, scores, labels) in zip(prepared, outputs)]
 
     def predict(self, image: ImageInput, score_thr: float | None = None) -> DetectionResult:
-        """Detections of one image; ``score_thr`` further filters the test config's 0.05."""
+        """Detections of one image; ``score_thr`` further filters those of the test config (its
+        ``roi.score_thr``)."""
         return self.infer([self.prepare(image)])[0].filter(score_thr)
 
 
 def _to_result(resized: ResizedImage, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> DetectionResult:
-    boxes_np = boxes.detach().cpu().numpy().astype(np.float64)
-    scores_np = scores.detach().cpu().numpy().astype(np.float64)
-    labels_np = labels.detach().cpu().numpy()
+    boxes_list: list[list[float]] = boxes.detach().cpu().double().tolist()  # float32 → float64 is exact
+    scores_list: list[float] = scores.detach().cpu().double().tolist()
+    labels_list: list[int] = labels.detach().cpu().tolist()
     detections = tuple(
         Detection(
-            bbox=tuple(float(v) for v in box),  # type: ignore[arg-type]
+            bbox=(float(x1), float(y1), float(x2), float(y2)),
             score=float(score),
             label=int(label),
             category_id=COCO_CATEGORY_IDS[int(label)],
             class_name=COCO_CLASSES[int(label)],
         )
-        for box, score, label in zip(boxes_np, scores_np, labels_np)
+        for (x1, y1, x2, y2), score, label in zip(boxes_list, scores_list, labels_list)
     )
     height, width = resized.original_shape
     return DetectionResult(width=width, height=height, detections=detections)

@@ -158,7 +158,7 @@ def load_registry(metafile: str | os.PathLike[str] | None = None) -> Registry:
     raw = read_yaml(path)
     if not isinstance(raw, Mapping) or not isinstance(raw.get("Models"), list) or not raw["Models"]:
         raise MetafileError(source, "expected a mapping with a non-empty 'Models' list", field="Models")
-    collections = {c.get("Name"): c for c in raw.get("Collections") or [] if isinstance(c, Mapping)}
+    collections = {c["Name"]: c for c in raw.get("Collections") or [] if isinstance(c, Mapping) and isinstance(c.get("Name"), str)}
     entries = [_parse_entry(model, index, path, collections) for index, model in enumerate(raw["Models"])]
     seen: dict[str, str] = {}
     for entry in entries:
@@ -187,7 +187,10 @@ def _parse_entry(model: Any, index: int, metafile: Path, collections: Mapping[st
     if weights is not None and not isinstance(weights, str):
         raise MetafileError(source, "must be a URL string", entry=name, field="Weights")
     collection = model.get("In Collection")
-    resources = (collections.get(collection) or {}).get("Metadata", {}).get("Training Resources")
+    if collection is not None and not isinstance(collection, str):
+        raise MetafileError(source, "must be a collection's Name", entry=name, field="In Collection")
+    collection_fields = (collections.get(collection) or {}) if collection is not None else {}
+    resources = collection_fields.get("Metadata", {}).get("Training Resources")
     return VariantEntry(
         name=name,
         alias=alias,

@@ -1,12 +1,12 @@
 """Process-wide settings for fast CPU inference with a bounded memory footprint.
 
-Every forward pass allocates fresh feature maps of up to ~60 MiB each (1333×800 input). glibc's
-malloc serves blocks that large with ``mmap`` and unmaps them on ``free``, so each forward
-page-faults its whole working set in again. Measured on the 2-core AMD EPYC of BENCHMARKS.md that
-is about a quarter of a CPU forward, for our detectors and for torchvision's alike.
-``keep_freed_memory`` turns that off for the process: large blocks come from the heap, and freed
-memory stays there for the next forward. The process then keeps its peak footprint (what a
-caching allocator such as jemalloc or tcmalloc would do).
+Every forward pass allocates fresh feature maps, the largest tens of MiB each (a stage-1 map of a
+1333×800 image is 256 × 200 × 336 float32). glibc's malloc serves blocks that large with ``mmap``
+and unmaps them on ``free``, so each forward page-faults its whole working set in again, a large
+share of a CPU forward (BENCHMARKS.md has the figures). ``keep_freed_memory`` turns that off for
+the process: large blocks come from the heap, and freed memory stays there for the next forward.
+The process then keeps its peak footprint (what a caching allocator such as jemalloc or tcmalloc
+would do).
 
 Kept memory must also be *reusable* by whichever thread allocates next. glibc gives each thread
 that allocates its own arena (up to 8 per core): the service's decoding threads, its batcher
@@ -14,14 +14,15 @@ thread and the model loader each fill a different one, and a block freed into on
 handed to another. With nothing returned to the OS, the footprint becomes the sum of every
 arena's peak, and fragmentation across their 64 MiB heaps makes it creep up with the requests;
 worse, a heap of another arena that empties is unmapped whatever the trim threshold, so big
-blocks page-fault in again (issue 12: +150 KiB per 1333×800 request; BENCHMARKS.md, soak.py: tens
-of MiB per 100 requests and ~30000 minor faults per request, against 1 MiB and 4 with one arena).
-One arena for the whole process keeps it flat over 100 requests and fault-free: the threads that
-share it allocate a few large blocks per forward, not a stream of small ones, so they hardly contend
-for it. Kept memory also makes a late free costly: memory that Python frees only at a full garbage
-collection (a reference cycle) makes the heap grow meanwhile, and the heap keeps that peak. Over 1000
-requests the service's heap rose in steps for that reason (a queued request's image in a cycle,
-fixed in ``app.batching``; BENCHMARKS.md: the 03:21 UTC soak before, 05:51 after).
+blocks page-fault in again. One arena for the whole process (``arenas=1``, the default) keeps the
+footprint at its peak and the forwards free of page faults: the threads that share it allocate a
+few large blocks per forward, not a stream of small ones, so they hardly contend for it.
+
+Kept memory also makes a late free costly: memory that Python frees only at a full garbage
+collection (a reference cycle) makes the heap grow meanwhile, and the heap keeps that peak. Code
+that holds images or feature maps frees them by reference counting, never through a cycle.
+``malloc_heaps`` reads where a process's malloc memory lives (``benchmarks/soak.py`` reports it),
+and ``release_freed_memory`` gives the kept memory back, e.g. after a model is unloaded.
 """
 
 from __future__ import annotations

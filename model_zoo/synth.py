@@ -11,20 +11,24 @@ so a parity test separates real differences from rounding.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
+from model_zoo.atomic_files import write_atomic
 from model_zoo.categories import COCO_CLASSES
 from model_zoo.engine.detector import FasterRCNN, build_detector
 from model_zoo.engine.preprocess import collate, resize_keep_ratio
 from model_zoo.engine.roi_head import extract_roi_features, proposals_to_rois
 from model_zoo.engine.spec import ArchSpec
+from model_zoo.registry import VariantEntry
 
 # The classifier is calibrated on one synthetic scene at this test-time scale (long, short).
 CALIBRATION_SCALE = (512, 320)
@@ -141,7 +145,7 @@ def _init_attention(key: str, name: str, shape: tuple[int, ...], g: torch.Genera
     return _normal(shape, _fan_in_std(shape, gain=1.0), g)
 
 
-def synthetic_checkpoint(arch: ArchSpec, seed: int = 0, *, variant: str = "") -> dict:
+def synthetic_checkpoint(arch: ArchSpec, seed: int = 0, *, variant: str = "") -> dict[str, Any]:
     """The checkpoint object: ``{'meta': plain values, 'state_dict': tensors}`` like the official files."""
     return {
         "meta": {
@@ -157,14 +161,22 @@ def synthetic_checkpoint(arch: ArchSpec, seed: int = 0, *, variant: str = "") ->
     }
 
 
-def write_synthetic_checkpoint(entry_or_arch, path: str | os.PathLike[str], seed: int = 0, *, legacy_format: bool = False) -> Path:
-    """Write a synthetic checkpoint for a registry entry (or an ArchSpec) to ``path``.
+def synthetic_checkpoint_file(arch: ArchSpec, seed: int = 0, *, variant: str = "") -> memoryview:
+    """The bytes of the checkpoint file, serialised in memory: ``torch.save`` into a file reports a
+    full disk as a bare RuntimeError and leaves half a file, a write of these bytes an OSError."""
+    buffer = io.BytesIO()
+    torch.save(synthetic_checkpoint(arch, seed, variant=variant), buffer)
+    return buffer.getbuffer()
 
-    ``legacy_format`` writes PyTorch's pre-1.6 (non-zip) serialization, as 2020 files may use.
-    """
-    arch = getattr(entry_or_arch, "arch", entry_or_arch)
-    variant = getattr(entry_or_arch, "alias", "")
+
+def write_synthetic_checkpoint(entry_or_arch: VariantEntry | ArchSpec, path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Write a synthetic checkpoint for a registry entry (or an ArchSpec) to ``path``, whole or not
+    at all (:func:`~model_zoo.atomic_files.write_atomic`; a full disk is an OSError naming ``path``)."""
+    if isinstance(entry_or_arch, VariantEntry):
+        arch, variant = entry_or_arch.arch, entry_or_arch.alias
+    else:
+        arch, variant = entry_or_arch, ""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(synthetic_checkpoint(arch, seed, variant=variant), path, _use_new_zipfile_serialization=not legacy_format)
+    write_atomic(path, synthetic_checkpoint_file(arch, seed, variant=variant))
     return path

@@ -13,7 +13,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from model_zoo.predictor import Detection
+from model_zoo.detections import Detection
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 GOLDEN_RATIO = 0.618033988749895

@@ -48,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     add_cpu_kernels_option(parser)
     parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="use synthetic stand-in weights where the official files are missing (made once, cached in "
+        "<weights dir>/demo/), as `attnzoo serve --demo` does: the table then says weights_source synthetic "
+        "and its AP means nothing",
+    )
+    parser.add_argument(
         "--endpoint",
         default=None,
         metavar="URL",
@@ -68,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from model_zoo.evaluation.job import EvalOptions, run_eval  # torch only when the command runs
+    from model_zoo.evaluation.job import EvalOptions, run_eval  # pycocotools and matplotlib only when the command runs
     from model_zoo.runtime import keep_freed_memory
 
     if keep_freed_memory_wanted():
@@ -84,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             cpu_kernels=args.cpu_kernels,
             metafile=Path(args.metafile) if args.metafile else None,
             weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+            demo=args.demo,
             progress=not args.no_progress,
             endpoint=args.endpoint,
             endpoint_protocol=args.endpoint_protocol,
@@ -97,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             f"{row['variant']}: box AP {_num(row['box_ap'])} (published {_num(row['published_box_ap'])}), "
             f"fps {_num(row['fps'])} (published {_num(row['published_fps'])}, V100), "
             f"end to end {_num(row['fps_end_to_end'])}, peak inference memory {_num(row['peak_memory_mb'], 0)} MB, "
-            f"{row['images']} images on {row['device']}"
+            f"{row['images']} images on {row['device']}, weights {row['weights_source'] or 'not reported'}"
         )
     report = outcome.report
     print(f"wrote {report.table_json}, {report.table_md}, {report.plot_png}")

@@ -59,6 +59,6 @@ class AnchorGenerator:
     def __call__(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Per level Tensor[H_l * W_l * A, 4] for feature maps (N, C, H_l, W_l)."""
         return [
-            grid_anchors(base, tuple(feature.shape[2:]), stride, feature.device)
+            grid_anchors(base, (feature.shape[2], feature.shape[3]), stride, feature.device)
             for base, feature, stride in zip(self.base, features, self.strides)
         ]

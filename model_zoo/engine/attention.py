@@ -105,7 +105,8 @@ class GeneralizedAttention(nn.Module):
             query_ext, key_ext = self.extended_query_key(x, x_kv)  # (n, M, hw, E), (n, M, hw_kv, E)
             out = self.attend(query_ext, key_ext, values)  # (n, hw, C)
             out = out.view(n, h, w, channels).permute(0, 3, 1, 2)  # (n, C, h, w), channels-last strides
-        return x + self.gamma * self.proj_conv(out)
+        projected: torch.Tensor = self.proj_conv(out)
+        return x + self.gamma * projected
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """softmax(query · keyᵀ) · value per head with scale 1, as one ``scaled_dot_product_attention``.
@@ -157,14 +158,14 @@ class GeneralizedAttention(nn.Module):
 
     def content_query(self, queries: torch.Tensor | None) -> torch.Tensor | None:
         """Coefficient of k_uv: q (appearance–appearance) + appr_bias (bias–appearance)."""
-        terms = [queries] if self.appr_appr else []
+        terms = [queries] if self.appr_appr and queries is not None else []
         if self.bias_appr:
             terms.append(self._head_vector(self.appr_bias))
         return sum(terms[1:], terms[0]) if terms else None
 
     def geometry_query(self, queries: torch.Tensor | None) -> torch.Tensor | None:
         """Coefficient of Px + Py: q (appearance–position) + geom_bias (bias–position)."""
-        terms = [queries] if self.appr_geom else []
+        terms = [queries] if self.appr_geom and queries is not None else []
         if self.bias_geom:
             terms.append(self._head_vector(self.geom_bias))
         return sum(terms[1:], terms[0]) if terms else None

@@ -37,7 +37,8 @@ class DeformConv2dPack(nn.Module):
         offset = self.conv_offset(x)
         # Under autocast x and offset may be reduced precision; the kernel wants the weight's dtype.
         dtype = self.weight.dtype
-        return deform_conv2d(x.to(dtype), offset.to(dtype), self.weight, self.bias, stride=self.stride, padding=1)
+        stride = (self.stride, self.stride)
+        return deform_conv2d(x.to(dtype), offset.to(dtype), self.weight, self.bias, stride=stride, padding=(1, 1))
 
 
 class Bottleneck(nn.Module):
@@ -64,7 +65,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module | None = None
+        self.downsample: nn.Sequential | None = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
@@ -83,7 +84,8 @@ class Bottleneck(nn.Module):
     def conv2_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 → BN → ReLU → conv2 → BN → ReLU: the attention block's input, (N, planes, H', W')."""
         out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)))
+        features: torch.Tensor = self.relu(self.bn2(self.conv2(out)))
+        return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -91,7 +93,8 @@ class Bottleneck(nn.Module):
         if self.gen_attention_block is not None:
             out = self.gen_attention_block(out)
         out = self.bn3(self.conv3(out))
-        return self.relu(out.add_(identity))  # in place: a fresh map costs page faults
+        summed: torch.Tensor = self.relu(out.add_(identity))  # in place: a fresh map costs page faults
+        return summed
 
 
 class ResNet(nn.Module):
@@ -101,7 +104,7 @@ class ResNet(nn.Module):
         super().__init__()
         stem_channels = spec.base_channels
         self.conv1 = nn.Conv2d(3, stem_channels, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem_channels)
+        self.bn1: nn.Module = nn.BatchNorm2d(stem_channels)  # nn.Identity once folded (engine.inference_pass)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = stem_channels
@@ -136,7 +139,8 @@ class ResNet(nn.Module):
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 → BN → ReLU → max-pool: (N, 3, Hp, Wp) → (N, 64, Hp / 4, Wp / 4)."""
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        pooled: torch.Tensor = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return pooled
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
@@ -151,4 +155,5 @@ class ResNet(nn.Module):
         x = self.stem(x)
         for name in self.stage_names[: stage - 1]:
             x = getattr(self, name)(x)
-        return getattr(self, self.stage_names[stage - 1])[:block](x)
+        block_input: torch.Tensor = getattr(self, self.stage_names[stage - 1])[:block](x)
+        return block_input

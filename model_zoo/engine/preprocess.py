@@ -15,6 +15,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .spec import PreprocessSpec
@@ -24,7 +25,7 @@ from .spec import PreprocessSpec
 class ResizedImage:
     """A resized uint8 BGR image (h, w, 3) with what is needed to map boxes back."""
 
-    pixels: np.ndarray
+    pixels: npt.NDArray[np.uint8]
     original_shape: tuple[int, int]  # (H, W) pixels
     scale_factor: tuple[float, float]  # (w / W, h / H), as mmdet stores it
     size_divisor: int
@@ -67,13 +68,13 @@ def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, 
     return max(int(width * factor + 0.5), 1), max(int(height * factor + 0.5), 1)
 
 
-def resize_keep_ratio(image: np.ndarray, spec: PreprocessSpec) -> ResizedImage:
+def resize_keep_ratio(image: npt.NDArray[np.uint8], spec: PreprocessSpec) -> ResizedImage:
     """Resize a BGR uint8 (H, W, 3) image the way mmdet's ``Resize(keep_ratio=True)`` does."""
     height, width = image.shape[:2]
     new_w, new_h = rescale_size(width, height, spec.scale)
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     return ResizedImage(
-        pixels=resized,
+        pixels=np.asarray(resized),  # the same array, typed: OpenCV's stubs say only "a matrix"
         original_shape=(height, width),
         scale_factor=(new_w / width, new_h / height),
         size_divisor=spec.size_divisor,

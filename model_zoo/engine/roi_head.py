@@ -28,7 +28,7 @@ class Shared2FCBBoxHead(nn.Module):
         self.roi_shape = (in_channels, spec.output_size, spec.output_size)  # (C, S, S) of one RoI
         flat = in_channels * spec.output_size * spec.output_size
         widths = [flat] + [spec.fc_out_channels] * spec.num_shared_fcs
-        self.flatten = nn.Flatten(start_dim=1)
+        self.flatten: nn.Module = nn.Flatten(start_dim=1)
         self.shared_fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.fc_cls = nn.Linear(spec.fc_out_channels, spec.num_classes + 1)
         self.fc_reg = nn.Linear(spec.fc_out_channels, spec.num_classes * 4)
@@ -93,7 +93,7 @@ def map_roi_levels(rois: torch.Tensor, num_levels: int, finest_scale: float) -> 
 
 
 def extract_roi_features(
-    features: Sequence[torch.Tensor], rois: torch.Tensor, roi_layers: Sequence[nn.Module], spec: RoISpec
+    features: Sequence[torch.Tensor], rois: torch.Tensor, roi_layers: Sequence[nn.Module] | nn.ModuleList, spec: RoISpec
 ) -> torch.Tensor:
     """Each RoI pooled on its level (mmdet ``SingleRoIExtractor``): Tensor[K, C, S, S].
 
@@ -102,7 +102,7 @@ def extract_roi_features(
     rois)``. A degenerate RoI (NaN level, as in mmdet) keeps zero features.
     """
     levels = map_roi_levels(rois, len(roi_layers), spec.finest_scale)
-    pooled_levels = []
+    pooled_levels: list[tuple[torch.Tensor, torch.Tensor]] = []  # (RoI indices, their pooled features)
     for level, (feature, pool) in enumerate(zip(features, roi_layers)):
         indices = (levels == level).nonzero(as_tuple=False).squeeze(1)
         if indices.numel() > 0:

@@ -38,11 +38,16 @@ AP_FIELDS: dict[str, int] = {
 
 
 class DetectionLike(Protocol):
-    """What :func:`to_coco_result` reads (``model_zoo.predictor.Detection`` has it)."""
+    """What :func:`to_coco_result` reads (``model_zoo.detections.Detection`` has it)."""
 
-    bbox: tuple[float, float, float, float]  # (x1, y1, x2, y2), original-image pixels
-    score: float
-    category_id: int
+    @property
+    def bbox(self) -> tuple[float, float, float, float]: ...  # (x1, y1, x2, y2), original-image pixels
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def category_id(self) -> int: ...
 
 
 @dataclass(frozen=True)

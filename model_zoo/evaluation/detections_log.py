@@ -1,10 +1,11 @@
 """Append-only, crash-safe log of per-image detections: one JSON object per line (JSONL).
 
 Line 1 is a header naming what produced the file (variant, checkpoint sha256); every further
-line is one image's record with at least an ``image_id``. Each line is written with a single
-``write`` and made durable with ``fsync`` before the next image starts, so a process killed at
-any moment leaves complete lines plus at most one torn last line. Reopening the log drops that
-torn line and continues after the last complete one: this is how ``attnzoo eval`` resumes.
+line is one image's record with at least an ``image_id``. Each line is appended and made durable
+with ``fsync`` before the next image starts (a write that fails, on a full disk say, is cut back
+off), so a process killed at any moment leaves complete lines plus at most one torn last line.
+Reopening the log drops that torn line and continues after the last complete one: this is how
+``attnzoo eval`` resumes.
 
 One process writes one log (a file lock enforces it); any process may read any log.
 """
@@ -18,6 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from filelock import FileLock, Timeout
 
+from model_zoo.atomic_files import fsync_dir, naming
 from model_zoo.errors import AttnzooError
 
 HEADER_KEY = "attnzoo_detections_log"
@@ -34,19 +36,14 @@ def encode_line(record: Mapping[str, Any]) -> bytes:
 
 
 class DetectionsLog:
-    """The log one process appends to. Use :meth:`open`; it is a context manager.
+    """The log one process appends to (``path``, the JSONL file). Use :meth:`open`; it is a context
+    manager. :func:`read_log` reads the records."""
 
-    Attributes:
-        path: the JSONL file.
-        records: the complete image records found in the file when it was opened.
-    """
-
-    def __init__(self, path: Path, header: dict[str, Any], records: list[dict[str, Any]], lock: FileLock) -> None:
+    def __init__(self, path: Path, header: dict[str, Any], lock: FileLock) -> None:
         self.path = path
         self.header = header
-        self.records = records
         self._lock = lock
-        self._handle = open(path, "ab")
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], header: Mapping[str, Any]) -> "DetectionsLog":
@@ -65,32 +62,37 @@ class DetectionsLog:
             raise DetectionsLogError(f"{str(path)!r} is being written by another process") from None
         try:
             wanted = {HEADER_KEY: FORMAT_VERSION, **header}
-            found_header, records, good_bytes = _parse(path)
+            found_header, _, good_bytes = _parse(path)
             if path.exists() and path.stat().st_size != good_bytes:
                 os.truncate(path, good_bytes)  # drop the torn last line
             if found_header is None:
-                _write_durably(path, encode_line(wanted), create=True)
+                _create(path, encode_line(wanted))
             elif found_header != wanted:
                 raise DetectionsLogError(
                     f"{str(path)!r} was written by another run ({_describe(found_header)}; this run: "
                     f"{_describe(wanted)}); delete it or choose another output directory"
                 )
-            return cls(path, wanted, records, lock)
+            return cls(path, wanted, lock)
         except BaseException:
             lock.release()
             raise
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Write one image's record and fsync it; the record must carry an ``image_id``."""
+        """Write one image's record and fsync it; the record must carry an ``image_id``.
+
+        Raises:
+            OSError: naming the log (a full disk, say); the log is left as it was.
+        """
         if "image_id" not in record:
             raise ValueError("a detections-log record needs an 'image_id'")
-        self._handle.write(encode_line(record))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if self._fd is None:
+            raise ValueError(f"{str(self.path)!r} is closed")
+        _append_whole(self._fd, encode_line(record), self.path)
 
     def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._lock.release()
 
     def __enter__(self) -> "DetectionsLog":
@@ -165,17 +167,36 @@ def _parse(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int
     return header, records, good_bytes
 
 
-def _write_durably(path: Path, payload: bytes, *, create: bool) -> None:
-    with open(path, "ab") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if create:  # make the new directory entry durable too
-        fd = os.open(path.parent, os.O_RDONLY)
+def _create(path: Path, header_line: bytes) -> None:
+    """Start the log with its header line, durably; on failure no file is left."""
+    existed = path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        _append_whole(fd, header_line, path)
+    except OSError:
+        if not existed:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    fsync_dir(path.parent)
+
+
+def _append_whole(fd: int, line: bytes, path: Path) -> None:
+    """Append ``line`` to the file open as ``fd`` and fsync it, or (a failed write: a full disk)
+    cut the file back to where it was and raise the OSError, naming ``path``."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as exc:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            os.ftruncate(fd, end)
+        except OSError:
+            pass  # left for the next open, which drops a torn last line
+        raise naming(exc, path) from None
 
 
 def _describe(header: Mapping[str, Any]) -> str:

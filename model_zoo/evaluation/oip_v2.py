@@ -4,9 +4,9 @@ One request per image: input ``IMAGE`` (``BYTES``, shape ``[1]``) sent with the 
 data extension, outputs requested as binary: ``num_detections`` INT32 ``[1]``,
 ``detection_boxes`` FP32 ``[1, K, 4]`` (x1, y1, x2, y2 in original-image pixels),
 ``detection_scores`` FP32 ``[1, K]`` and ``detection_classes`` INT32 ``[1, K]`` (labels 0..79),
-as attnzoo's own v2 front door (issue 14) and TensorRT's EfficientNMS name them. A server that
-answers in the JSON tensor form instead is read too. The protocol reports neither the model time
-nor the weights' sha256, unless the model metadata's ``parameters`` carry ``sha256``/``device``.
+as attnzoo's own v2 front door and TensorRT's EfficientNMS name them. A server that answers in the
+JSON tensor form instead is read too. The protocol reports neither the model time nor the weights'
+sha256, unless the model metadata's ``parameters`` carry ``sha256``/``device``/``weights_source``.
 """
 
 from __future__ import annotations
@@ -20,31 +20,25 @@ import numpy as np
 
 from model_zoo.categories import COCO_CATEGORY_IDS
 
-from .endpoint import (
-    DEFAULT_TIMEOUT_S,
-    TEST_SCORE_THR,
-    EndpointError,
-    EndpointModel,
-    ServedDetection,
-    ServedResult,
-    send,
-)
+from .transport import EndpointError, EndpointModel, ServedDetection, ServedResult, Transport, json_object, optional_str
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
 _DTYPES = {"INT32": "<i4", "FP32": "<f4", "INT64": "<i8", "FP64": "<f8"}
 
 
-class OipV2Transport:
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        self.url = url.rstrip("/")
-        self._client = httpx.Client(timeout=timeout)
-
+class OipV2Transport(Transport):
     def describe(self, variant: str) -> EndpointModel:
-        send(self._client, "GET", f"{self.url}/v2/models/{variant}/ready")
-        metadata = send(self._client, "GET", f"{self.url}/v2/models/{variant}").json()
-        parameters = (metadata.get("parameters") if isinstance(metadata, dict) else None) or {}
-        return EndpointModel(variant=variant, sha256=parameters.get("sha256"), device=parameters.get("device"))
+        self.send("GET", f"/v2/models/{variant}/ready")
+        parameters = json_object(self.send("GET", f"/v2/models/{variant}")).get("parameters")
+        if not isinstance(parameters, dict):
+            parameters = {}
+        return EndpointModel(
+            variant=variant,
+            sha256=optional_str(parameters.get("sha256")),
+            device=optional_str(parameters.get("device")),
+            weights_source=optional_str(parameters.get("weights_source")),
+        )
 
     def detect(self, image: bytes, variant: str) -> ServedResult:
         element = struct.pack("<I", len(image)) + image  # a BYTES element: 4-byte length, then the bytes
@@ -53,13 +47,12 @@ class OipV2Transport:
                 {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(element)}}
             ],
             "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in OUTPUTS],
-            "parameters": {"score_thr": TEST_SCORE_THR},
+            "parameters": {"score_thr": self.score_thr(variant)},
         }
         encoded = json.dumps(header).encode("utf-8")
-        response = send(
-            self._client,
+        response = self.send(
             "POST",
-            f"{self.url}/v2/models/{variant}/infer",
+            f"/v2/models/{variant}/infer",
             content=encoded + element,
             headers={HEADER_LENGTH: str(len(encoded)), "Content-Type": "application/octet-stream"},
         )
@@ -76,9 +69,6 @@ class OipV2Transport:
         except (KeyError, IndexError, TypeError, ValueError):
             raise EndpointError(f"{self.url}/v2/models/{variant}/infer: an answer without the four detection outputs") from None
         return ServedResult(detections, model_s=None)
-
-    def close(self) -> None:
-        self._client.close()
 
 
 def _read_outputs(response: httpx.Response) -> dict[str, np.ndarray]:

@@ -1,18 +1,18 @@
 """The job's outputs: ``table.json``, ``table.md`` and ``ap_vs_fps.png``, published beside measured.
 
-``table.json`` is ``{"rows": [...], ...}`` with one row per variant (see :func:`make_row` for
-the fields; AP in percent, fps in images/s, memory in MB of 2**20 bytes). Rows of variants that
-this run did not evaluate are kept from an existing ``table.json`` in the same directory, so
-variants can be evaluated one run at a time. Files are replaced atomically: a reader (the
-service's ``GET /models``) never sees half a file.
+``table.json`` is ``{"weights_source": {variant: source}, "rows": [...], ...}`` with one row per
+variant (see :func:`make_row` for the fields; AP in percent, fps in images/s, memory in MB of 2**20
+bytes); ``table.md`` opens with the same ``weights_source`` line, so synthetic stand-ins measured
+with ``--demo`` cannot pass for the real weights. Rows of variants that this run did not evaluate
+are kept from an existing ``table.json`` in the same directory, so variants can be evaluated one
+run at a time. Files are replaced atomically (:func:`~model_zoo.atomic_files.write_atomic`): a
+reader (the service's ``GET /models``) never sees half a file.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from model_zoo.atomic_files import write_atomic
 from model_zoo.registry import VariantEntry
 
 TABLE_JSON = "table.json"
@@ -63,6 +64,7 @@ def make_row(
     world_size: int,
     checkpoint_sha256: str | None,
     endpoint: str | None = None,
+    weights_source: str | None = None,
 ) -> dict[str, Any]:
     """One ``table.json`` row: measured figures of ``entry`` beside its published ones."""
     published = entry.published
@@ -95,6 +97,7 @@ def make_row(
         "delta_fps": _delta(measured_fps, published.fps),
         "checkpoint_sha256": checkpoint_sha256,
         "endpoint": endpoint,  # the service that answered (None: a local model)
+        "weights_source": weights_source,  # official | synthetic | custom (None: not reported)
     }
 
 
@@ -126,15 +129,21 @@ def write_report(
     paths = ReportPaths(out_dir / TABLE_JSON, out_dir / TABLE_MD, out_dir / PLOT_PNG)
     rows = merge_rows(read_rows(paths.table_json), new_rows, order)
     document = {
+        "weights_source": weights_sources(rows),
         "rows": rows,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": dict(source),
         "notes": {"memory": MEMORY_NOTE, "speed": SPEED_NOTE},
     }
-    _write_atomic(paths.table_json, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
-    _write_atomic(paths.table_md, render_markdown(rows).encode("utf-8"))
-    _write_atomic(paths.plot_png, render_plot(rows))
+    write_atomic(paths.table_json, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+    write_atomic(paths.table_md, render_markdown(rows).encode("utf-8"))
+    write_atomic(paths.plot_png, render_plot(rows))
     return paths
+
+
+def weights_sources(rows: Sequence[Mapping[str, Any]]) -> dict[str, str | None]:
+    """variant → where its weights came from (official, synthetic, custom; None: not reported)."""
+    return {str(row.get("variant")): row.get("weights_source") for row in rows}
 
 
 def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -147,6 +156,8 @@ def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     )
     lines = [
         "# Empirical Attention Faster R-CNN: published vs measured (COCO val2017, bbox)",
+        "",
+        _weights_line(rows),
         "",
         header,
         "|" + "|".join([":--"] + [":-:"] * (header.count("|") - 2)) + "|",
@@ -188,6 +199,15 @@ def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _weights_line(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``weights_source: attn0010 synthetic, ...``, with a warning when stand-ins were measured."""
+    sources = weights_sources(rows)
+    line = "weights_source: " + (", ".join(f"{variant} {source or 'not reported'}" for variant, source in sources.items()) or "—")
+    if "synthetic" in sources.values():
+        line += " (**synthetic**: stand-in weights from `--demo`; their detections and AP mean nothing)"
+    return line
 
 
 def render_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
@@ -250,17 +270,3 @@ def _fmt(value: Any, digits: int, *, signed: bool = False) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "—"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would hide the file from other users
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,15 +1,6 @@
-"""Speed and memory, measured the way mmdet measured the published table.
+"""A local model's time and memory per image, taken as mmdet took them (see :mod:`.speed`).
 
-mmdet's benchmark (``tools/benchmark.py`` / ``InferenceBenchmark``): batch 1, images in
-annotation-file order, the first 5 iterations are warm-up, each timed iteration runs from
-``torch.cuda.synchronize()`` to ``torch.cuda.synchronize()`` around normalise + pad + forward +
-post-process (decode and resize excluded), stop after 2000 images; fps = timed images / seconds.
-
-We time the same span, :meth:`Detector.infer` on one prepared image, per image during the
-accuracy pass and log it, so a resumed run keeps the timings of earlier sessions. Each process
-session's first 5 images are its warm-up. End to end additionally covers reading the file,
-decoding and resizing, and turning detections into COCO results.
-
+The model time is :meth:`Detector.infer` on one prepared image between device synchronisations.
 Peak memory is *inference* memory: ``torch.cuda.max_memory_allocated`` on CUDA (what mmdet
 reports, in MB of 2**20 bytes), the process's peak resident set size on CPU.
 """
@@ -19,13 +10,10 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, TypeVar
 
 import torch
 
-WARMUP_IMAGES = 5  # per process session
-BENCHMARK_IMAGES = 2000  # images with an annotation-file index below this are timed
 MB = 1024 * 1024
 
 T = TypeVar("T")
@@ -83,46 +71,3 @@ def _proc_status_kb(field: str) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-class WarmupCounter:
-    """Marks the first :data:`WARMUP_IMAGES` images a process handles as warm-up."""
-
-    def __init__(self, warmup: int = WARMUP_IMAGES) -> None:
-        self._left = warmup
-
-    def next_is_warmup(self) -> bool:
-        warmup = self._left > 0
-        self._left = max(0, self._left - 1)
-        return warmup
-
-
-@dataclass(frozen=True)
-class ImageTiming:
-    index: int  # position in the annotation file's image list
-    model_s: float | None  # seconds of Detector.infer on the prepared image (synchronised); None: not reported
-    end_to_end_s: float  # seconds from reading the file to COCO results
-    warmup: bool
-
-
-@dataclass(frozen=True)
-class SpeedSummary:
-    fps: float | None  # images / second of the model stage (None: no timed image)
-    fps_end_to_end: float | None
-    timed_images: int
-
-
-def summarize_speed(timings: Iterable[ImageTiming]) -> SpeedSummary:
-    """fps over the non-warm-up images among the first :data:`BENCHMARK_IMAGES` (model fps: None
-    when an image has no model time, as from an endpoint that does not report one)."""
-    timed_images = [t for t in timings if not t.warmup and t.index < BENCHMARK_IMAGES]
-    if not timed_images:
-        return SpeedSummary(fps=None, fps_end_to_end=None, timed_images=0)
-    model_times = [t.model_s for t in timed_images if t.model_s is not None]
-    model_s = sum(model_times) if len(model_times) == len(timed_images) else None
-    end_to_end_s = sum(t.end_to_end_s for t in timed_images)
-    return SpeedSummary(
-        fps=len(timed_images) / model_s if model_s else None,
-        fps_end_to_end=len(timed_images) / end_to_end_s if end_to_end_s > 0 else None,
-        timed_images=len(timed_images),
-    )

@@ -23,7 +23,7 @@ from model_zoo.engine.detector import build_detector
 from model_zoo.errors import CheckpointError
 from model_zoo.predictor import load_detector
 from model_zoo.registry import BUNDLED_METAFILE, load_registry
-from model_zoo.synth import write_synthetic_checkpoint
+from model_zoo.synth import synthetic_checkpoint, write_synthetic_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE = REPO_ROOT / "tests" / "fixtures" / "images" / "chelsea_small.png"
@@ -40,10 +40,9 @@ def files(tmp_path_factory, registry) -> dict[str, Path]:
     """A synthetic ``attn0010`` checkpoint (zip serialization) and an ``attn0010-dcn`` one in
     PyTorch's legacy (pre-1.6, non-zip) serialization, as 2020 files may be."""
     folder = tmp_path_factory.mktemp("checkpoints")
-    return {
-        PLAIN: write_synthetic_checkpoint(registry.resolve(PLAIN), folder / f"{PLAIN}.pth", seed=5),
-        DCN: write_synthetic_checkpoint(registry.resolve(DCN), folder / f"{DCN}.pth", seed=6, legacy_format=True),
-    }
+    legacy = folder / f"{DCN}.pth"
+    torch.save(synthetic_checkpoint(registry.resolve(DCN).arch, 6, variant=DCN), legacy, _use_new_zipfile_serialization=False)
+    return {PLAIN: write_synthetic_checkpoint(registry.resolve(PLAIN), folder / f"{PLAIN}.pth", seed=5), DCN: legacy}
 
 
 def raw_checkpoint(path: Path) -> dict:

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from model_zoo.detections import DetectionResult
 from model_zoo.engine.detector import build_detector
 from model_zoo.errors import AttnzooError
-from model_zoo.predictor import Detector, DetectionResult, load_detector
+from model_zoo.predictor import Detector, load_detector
 from model_zoo.registry import load_registry
 from model_zoo.synth import calibration_image, synthetic_state_dict, write_synthetic_checkpoint
 from tests.conftest import at_scale

@@ -32,6 +32,7 @@ def test_attention_maps_while_another_thread_runs_batches(detector):
     image = calibration_image(41)
     batch = [detector.prepare(calibration_image(seed)) for seed in (42, 43, 44)]
     serial_maps = [attention_map(detector, image, stage=s, block=b, x=x, y=y) for s, b, x, y in QUERIES]
+    serial_detections = detector.infer([detector.prepare(image)])[0]
     serial_batch = detector.infer(batch)
 
     stop, batch_results, errors = threading.Event(), [], []
@@ -48,7 +49,11 @@ def test_attention_maps_while_another_thread_runs_batches(detector):
     try:
         while not batch_results and not errors and worker.is_alive():
             stop.wait(0.01)  # the first batch is done: the second is running while the maps are made
-        concurrent_maps = [attention_map(detector, image, stage=s, block=b, x=x, y=y) for _ in range(2) for s, b, x, y in QUERIES]
+        concurrent_maps, concurrent_detections = [], []
+        for _ in range(2):
+            for s, b, x, y in QUERIES:
+                concurrent_maps.append(attention_map(detector, image, stage=s, block=b, x=x, y=y))
+                concurrent_detections.append(detector.infer([detector.prepare(image)])[0])
     finally:
         stop.set()
         worker.join(120)
@@ -56,5 +61,5 @@ def test_attention_maps_while_another_thread_runs_batches(detector):
     assert len(batch_results) >= 2  # at least one batch ran while the maps were made
     for got, expected in zip(concurrent_maps, serial_maps * 2):
         assert np.array_equal(got.weights, expected.weights) and got.query_cell == expected.query_cell
-        assert got.detections == expected.detections
+    assert all(detections == serial_detections for detections in concurrent_detections)
     assert all(results == serial_batch for results in batch_results)

@@ -9,9 +9,9 @@ with at most four non-zeros (the corner weights) per output position. So with th
 
 one sparse product (``sparse.py``) writes the nine samples of every output position side by side,
 (H_out·W_out, 9·C_in), and one GEMM (``onednn.linear``) applies the weights. torchvision's CPU
-``deform_conv2d`` builds the same column buffer with a single thread; this is 3–8× faster. The
-corner weights are computed as torchvision's and mmcv's bilinear kernels do (same floor, same
-border rules); only the order of the final sums differs (≈1e-7 relative).
+``deform_conv2d`` builds the same column buffer with a single thread; the sparse product uses
+every thread. The corner weights are computed as torchvision's and mmcv's bilinear kernels do
+(same floor, same border rules); only the order of the final sums differs (float32 rounding).
 ``SparseDeformConv2d`` is the module the inference pass swaps in for the backbone's DCNs.
 """
 

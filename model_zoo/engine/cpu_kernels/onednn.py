@@ -3,12 +3,12 @@
 On CPU, ``F.linear``, ``bmm`` and the fused ``scaled_dot_product_attention`` kernel run their
 fp32 GEMMs on MKL's sgemm, which on AMD processors takes its AVX2 path; oneDNN's convolutions use
 AVX-512 on any x86 CPU that has it. A (M × K) · (K × N) product is a 1×1 convolution of a
-channels-last image of M pixels with K channels, so it can run there instead. Measured on the
-2-core AMD EPYC of BENCHMARKS.md: the box head's (1000 × 12544) · (12544 × 1024) at ≈350 GFLOP/s
-this way, ≈210 through ``F.linear``; one stage-3 ``1111`` attention block 2.2× faster than SDPA.
-The products and sums are the same; only their rounding order differs. Other devices keep the
-plain ops. ``OneDNNLinear`` and ``OneDNNGeneralizedAttention`` are the modules the inference pass
-swaps in for the model's ``nn.Linear`` box-head layers and attention blocks.
+channels-last image of M pixels with K channels, so it can run there instead (the box head's
+products and the ``1111`` attention blocks; ``benchmarks/attention_memory.py --cpu-kernels``
+times a block either way). The products and sums are the same; only their rounding order
+differs. Other devices keep the plain ops. ``OneDNNLinear`` and ``OneDNNGeneralizedAttention`` are
+the modules the inference pass swaps in for the model's ``nn.Linear`` box-head layers and attention
+blocks.
 """
 
 from __future__ import annotations

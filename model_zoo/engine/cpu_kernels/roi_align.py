@@ -8,8 +8,8 @@ weighted sum of feature-map pixels: with the level's features as rows ``X: (N·H
 
 torchvision's CPU kernel loops over channels of an NCHW map (and first copies a channels-last
 map to NCHW); this runs on MKL with every thread. Sample positions and corner weights follow the
-kernel's float32 arithmetic step by step; only the order of the final sum differs (≈1e-7
-relative). ``SparseRoIAlign`` is the module the inference pass swaps in for the RoI head's
+kernel's float32 arithmetic step by step; only the order of the final sum differs (float32
+rounding). ``SparseRoIAlign`` is the module the inference pass swaps in for the RoI head's
 ``torchvision.ops.RoIAlign`` layers.
 """
 
@@ -33,8 +33,8 @@ class SparseRoIAlign(RoIAlign):
             raise ValueError("only aligned RoIAlign (aligned=True, as mmdet's) has a sparse version")
         return cls(layer.output_size, layer.spatial_scale, layer.sampling_ratio, aligned=True)
 
-    def forward(self, feature: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        if feature.device.type != "cpu":
+    def forward(self, feature: torch.Tensor, rois: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        if feature.device.type != "cpu" or not isinstance(rois, torch.Tensor):
             return super().forward(feature, rois)
         size = self.output_size if isinstance(self.output_size, int) else self.output_size[0]
         return sparse_roi_align(feature, rois, output_size=size, spatial_scale=self.spatial_scale, sampling_ratio=self.sampling_ratio)
@@ -84,7 +84,7 @@ def roi_sampling_matrix(
     columns = torch.empty(nnz, dtype=torch.long)
     values = torch.empty(nnz, dtype=torch.float32)
     # RoIs with the same grid build their entries together, written at their place in row order.
-    for rows_y, rows_x in torch.stack((grid_y, grid_x), 1).unique(dim=0).tolist():
+    for rows_y, rows_x in torch.unique(torch.stack((grid_y, grid_x), 1), dim=0).tolist():
         if rows_y == 0 or rows_x == 0:
             continue  # an empty RoI (x2 < x1 after the shift) pools to zero, as in the kernels
         members = ((grid_y == rows_y) & (grid_x == rows_x)).nonzero().squeeze(1)

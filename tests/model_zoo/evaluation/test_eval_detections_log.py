@@ -25,7 +25,7 @@ def _record(image_id: int) -> dict:
 def test_append_then_reopen_resumes(tmp_path: Path) -> None:
     path = tmp_path / "variant" / "log.rank0.jsonl"
     with DetectionsLog.open(path, HEADER) as log:
-        assert log.records == []
+        assert read_log(log.path) == []
         log.append(_record(632))
         log.append(_record(139))
     lines = path.read_bytes().splitlines(keepends=True)
@@ -34,7 +34,7 @@ def test_append_then_reopen_resumes(tmp_path: Path) -> None:
     assert lines[1] == encode_line(_record(632))
 
     with DetectionsLog.open(path, HEADER) as log:
-        assert [r["image_id"] for r in log.records] == [632, 139]
+        assert [r["image_id"] for r in read_log(log.path)] == [632, 139]
         log.append(_record(885))
     assert [r["image_id"] for r in read_log(path, HEADER)] == [632, 139, 885]
 
@@ -51,7 +51,7 @@ def test_torn_last_line_is_dropped_and_overwritten(tmp_path: Path) -> None:
     assert path.read_bytes() == intact + torn  # ... without touching the file
 
     with DetectionsLog.open(path, HEADER) as log:  # the owner cuts it off and goes on
-        assert [r["image_id"] for r in log.records] == [632]
+        assert [r["image_id"] for r in read_log(log.path)] == [632]
         assert path.read_bytes() == intact
         log.append(_record(139))
     assert path.read_bytes() == intact + encode_line(_record(139))
@@ -64,7 +64,7 @@ def test_garbage_final_line_counts_as_torn(tmp_path: Path) -> None:
     intact = path.read_bytes()
     path.write_bytes(intact + b"\x00\x00\x00\n")  # zeros after a crash, newline included
     with DetectionsLog.open(path, HEADER) as log:
-        assert [r["image_id"] for r in log.records] == [632]
+        assert [r["image_id"] for r in read_log(log.path)] == [632]
     assert path.read_bytes() == intact
 
 
@@ -72,7 +72,7 @@ def test_torn_header_starts_the_log_over(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     path.write_bytes(b'{"attnzoo_detections_log":1,"sha')
     with DetectionsLog.open(path, HEADER) as log:
-        assert log.records == []
+        assert read_log(log.path) == []
         log.append(_record(632))
     assert [r["image_id"] for r in read_log(path, HEADER)] == [632]
 

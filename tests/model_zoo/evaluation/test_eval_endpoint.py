@@ -5,6 +5,7 @@ against a real HTTP server."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 from datetime import datetime, timedelta, timezone
@@ -20,7 +21,7 @@ import torch
 from model_zoo.cli import main
 from model_zoo.evaluation.coco_metrics import AP_FIELDS
 from model_zoo.evaluation.detections_log import read_log
-from model_zoo.evaluation.endpoint import MAX_ATTEMPTS, EndpointError, retry_after_s, send
+from model_zoo.evaluation.transport import MAX_ATTEMPTS, EndpointError, retry_after_s, send
 from model_zoo.weights import sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
@@ -75,6 +76,19 @@ def test_endpoint_ap_equals_the_local_jobs_on_the_same_weights_and_images(servic
     assert f"| {VARIANT} | 0010 | N | 39.1 |" in (tmp_path / "remote" / "table.md").read_text()
 
 
+def test_v2_endpoint_gives_the_local_jobs_results(service, tiny_coco, synthetic_zoo, tmp_path):
+    """The Open Inference Protocol transport against attnzoo's own v2 front door: FP32 outputs, so
+    the same float64 values as the local run's float32 detections."""
+    local = _eval(tiny_coco, synthetic_zoo, tmp_path / "local")
+    remote = _eval(tiny_coco, synthetic_zoo, tmp_path / "remote", "--endpoint", service, "--endpoint-protocol", "v2")
+
+    results = "detections.bbox.json"
+    assert (tmp_path / "remote" / VARIANT / results).read_bytes() == (tmp_path / "local" / VARIANT / results).read_bytes()
+    assert {field: remote[field] for field in AP_FIELDS} == {field: local[field] for field in AP_FIELDS}
+    assert (remote["checkpoint_sha256"], remote["weights_source"]) == (local["checkpoint_sha256"], "custom")
+    assert remote["fps"] is None and remote["fps_end_to_end"] > 0  # v2 reports no model time
+
+
 def test_endpoint_run_resumes_from_its_log(service, tiny_coco, synthetic_zoo, tmp_path):
     out = tmp_path / "results"
     _eval(tiny_coco, synthetic_zoo, out, "--endpoint", service, "--limit", "2")
@@ -103,6 +117,65 @@ def test_unknown_variant_at_the_endpoint_is_one_line(service, tiny_coco, make_me
     assert main([*args, "--metafile", str(metafile)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"attnzoo eval: error: GET {service}/models/mine: HTTP 404: ") and err.count("\n") == 1
+
+
+def _with_score_thr(synthetic_zoo, folder: Path, score_thr: float) -> Path:
+    """The synthetic zoo's metafile with its architecture's test-time score threshold changed."""
+    (folder / "strict.yml").write_text(f"_base_: {synthetic_zoo.metafile.parent / 'attn0010-small.yml'}\nroi: {{score_thr: {score_thr}}}\n")
+    metafile = json.loads(synthetic_zoo.metafile.read_text())
+    metafile["Models"][0]["Config"] = "strict.yml"
+    path = folder / "metafile.yml"
+    path.write_text(json.dumps(metafile))
+    return path
+
+
+def test_the_score_threshold_asked_for_is_the_registry_entrys(service, tiny_coco, synthetic_zoo, tmp_path):
+    """The service's architecture keeps detections above 0.05; the client's registry says 0.3, and
+    that is what it asks for: the local 0.05 results above 0.3, exactly."""
+    _eval(tiny_coco, synthetic_zoo, tmp_path / "local")
+    strict = _with_score_thr(synthetic_zoo, tmp_path, 0.3)
+    args = ["eval", "--coco-root", str(tiny_coco.root), "--out", str(tmp_path / "remote"), "--no-progress", "--endpoint", service]
+    assert main([*args, "--metafile", str(strict)]) == 0
+
+    local = json.loads((tmp_path / "local" / VARIANT / "detections.bbox.json").read_text())
+    remote = json.loads((tmp_path / "remote" / VARIANT / "detections.bbox.json").read_text())
+    assert remote == [result for result in local if result["score"] > 0.3] and 0 < len(remote) < len(local)
+    (row,) = json.loads((tmp_path / "remote" / "table.json").read_text())["rows"]
+    assert row["weights_source"] == "custom"  # what the service's /models/attn0010 says of its file
+
+
+ENDPOINT_RUN = """
+import sys
+from pathlib import Path
+from model_zoo.evaluation.job import EvalOptions, run_eval
+coco_root, out, metafile, url = sys.argv[1:]
+options = EvalOptions(coco_root=Path(coco_root), out_dir=Path(out), limit=1, metafile=Path(metafile), endpoint=url, progress=False)
+(row,) = run_eval(options).rows
+print(row["images"], "torch" in sys.modules)
+"""
+
+
+def test_an_endpoint_run_needs_neither_torch_nor_its_process_group(service, tiny_coco, synthetic_zoo, tmp_path):
+    command = [sys.executable, "-c", ENDPOINT_RUN, str(tiny_coco.root), str(tmp_path), str(synthetic_zoo.metafile), service]
+    done = subprocess.run(command, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "False"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "message"),
+    [
+        (["--demo"], {}, "--demo chooses a local model's weights; an endpoint serves its own (`attnzoo serve --demo`)"),
+        ([], {"RANK": "0", "WORLD_SIZE": "2"}, "--endpoint runs in one process (its parallelism is --concurrency): start it without torchrun"),
+    ],
+)
+def test_endpoint_refuses_demo_and_torchrun(tiny_coco, synthetic_zoo, tmp_path, monkeypatch, capsys, extra, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = ["eval", "--coco-root", str(tiny_coco.root), "--out", str(tmp_path), "--endpoint", "http://127.0.0.1:9", *extra]
+    assert main([*args, *synthetic_zoo.cli_args()]) == 2
+    assert capsys.readouterr().err == f"attnzoo eval: error: {message}\n"
+    assert not (tmp_path / VARIANT).exists()
 
 
 # --------------------------------------------------------------------------- retries

@@ -25,6 +25,7 @@ import torch
 from model_zoo.cli import main
 from model_zoo.evaluation.coco_metrics import evaluate_bbox, load_ground_truth
 from model_zoo.evaluation.detections_log import read_log
+from model_zoo.weights import sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
 VARIANT = "attn0010"
@@ -268,3 +269,25 @@ def test_missing_weights_without_weights_dir_option_is_one_line(tiny_coco, synth
     expected = str(tmp_path / synthetic_zoo.checkpoint.name)
     assert error.startswith(f"attnzoo eval: error: checkpoint for 'attn0010' not found at {expected!r}")
     assert "`attnzoo fetch attn0010`" in error and error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_the_table_says_where_the_weights_came_from(full_run) -> None:
+    out, stdout, _ = full_run
+    table = json.loads((out / "table.json").read_text())
+    assert table["weights_source"] == {VARIANT: "custom"} and table["rows"][0]["weights_source"] == "custom"
+    assert (out / "table.md").read_text().splitlines()[2] == f"weights_source: {VARIANT} custom"
+    assert "weights custom" in stdout
+
+
+def test_demo_evaluates_stand_ins_where_the_weights_are_missing(tiny_coco, synthetic_zoo, tmp_path) -> None:
+    out, weights_dir = tmp_path / "results", tmp_path / "weights"
+    args = ["eval", "--coco-root", str(tiny_coco.root), "--out", str(out), "--device", "cpu", "--limit", "2", "--no-progress"]
+    assert main([*args, "--metafile", str(synthetic_zoo.metafile), "--weights-dir", str(weights_dir), "--demo"]) == 0
+
+    (stand_in,) = (weights_dir / "demo").glob(f"{VARIANT}-synthetic-*.pth")
+    table = json.loads((out / "table.json").read_text())
+    (row,) = table["rows"]
+    assert table["weights_source"] == {VARIANT: "synthetic"} and row["weights_source"] == "synthetic"
+    assert row["checkpoint_sha256"] == sha256_file(stand_in) and row["images"] == 2
+    header = (out / "table.md").read_text().splitlines()[2]
+    assert header.startswith(f"weights_source: {VARIANT} synthetic (**synthetic**: stand-in weights from `--demo`")

@@ -1,5 +1,5 @@
 """The OIP v2 transport against a small v2 REST server written from the protocol's text (binary
-tensor data extension), until attnzoo's own v2 front door (issue 14) exists to test against."""
+tensor data extension); ``test_eval_endpoint.py`` runs it against attnzoo's own v2 front door."""
 
 from __future__ import annotations
 

@@ -9,12 +9,8 @@ import time
 import pytest
 import torch
 
-from model_zoo.evaluation.timing import (
-    ImageTiming,
-    WarmupCounter,
-    summarize_speed,
-    timed,
-)
+from model_zoo.evaluation.speed import ImageTiming, WarmupCounter, summarize_speed
+from model_zoo.evaluation.timing import timed
 
 CPU = torch.device("cpu")
 
