@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         _check_port_free(settings.host, settings.grpc_port, "gRPC port (ATTNZOO_GRPC_PORT, --grpc-port)")
 
     from .main import create_app  # imports FastAPI and the routers: only once the options are sound
-    from .server import serve
+    from .server.runner import serve
 
     serve(create_app(settings), settings)
     return 0

@@ -1,4 +1,4 @@
-"""The app factory: wires settings, routers, middleware, error handlers and the lifespan.
+"""The app factory: wires settings, the core, the front doors, middleware, error handlers and the lifespan.
 
 ``attnzoo serve`` runs ``uvicorn app.main:create_app --factory``. Nothing expensive happens at
 import or in :func:`create_app` (it validates the settings and parses the registry); the
@@ -18,15 +18,20 @@ from starlette.middleware.cors import CORSMiddleware
 
 from model_zoo import keep_freed_memory, load_registry
 
-from .admission import GiveBackPlaceMiddleware
-from .errors import REQUEST_ID_HEADER, install_error_handlers
-from .measured_figures import MeasuredFigures
-from .metrics import METRICS_OPENAPI, METRICS_PATH, ServiceMetrics
-from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure_access_log
-from .model_pool import ModelPool
+from .api import DOOR as API_DOOR
+from .api.measured_figures import MeasuredFigures
+from .api.routes import attention, compare, detect, docs, health, models, pages
+from .core.metrics import METRICS_OPENAPI, METRICS_PATH, ServiceMetrics
+from .core.pool import VariantPool
+from .core.service import InferenceService
+from .error_bodies import REQUEST_ID_HEADER, RETRY_AFTER_HEADER
+from .error_table import install_error_handlers
 from .oip import http as oip_http
 from .oip.grpc_service import serving_grpc
-from .routes import attention, compare, detect, docs, health, models, pages
+from .server.access_log import AccessLog, configure_access_log
+from .server.context import FrontDoors
+from .server.head_admission import HeadAdmission
+from .server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from .settings import Settings, get_settings
 
 logger = logging.getLogger("attnzoo.app")
@@ -40,7 +45,10 @@ over gRPC on `ATTNZOO_GRPC_PORT`, for Triton and KServe clients."""
 
 
 class AttnzooAPI(FastAPI):
-    """FastAPI, with the ``/metrics`` endpoint (prometheus-client's ASGI app) in the OpenAPI docs."""
+    """FastAPI, with the ``/metrics`` endpoint (prometheus-client's ASGI app) in the OpenAPI docs,
+    and the hook its HTTP server calls at each request's head (``server.runner``)."""
+
+    head_hook: HeadAdmission | None = None
 
     def openapi(self) -> dict[str, Any]:
         schema = super().openapi()  # built once, then cached by FastAPI
@@ -48,7 +56,7 @@ class AttnzooAPI(FastAPI):
         return schema
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> AttnzooAPI:
     """Build the service. ``settings`` default: :func:`get_settings` (the ``ATTNZOO_*`` environment).
 
     Raises:
@@ -57,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else get_settings()
     registry = load_registry(settings.metafile)
     requested = registry.resolve_many(settings.variants)
-    service_metrics = ServiceMetrics()
+    metrics = ServiceMetrics()
+    service = InferenceService(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,16 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info("malloc keeps freed memory (%s arenas): %s", settings.malloc_arenas or "default", "yes" if kept else "no (not glibc)")
         if settings.demo:
             logger.warning("demo mode (--demo): variants without their official weights serve synthetic stand-ins")
-        pool = ModelPool(registry, requested, settings, service_metrics)
-        app.state.pool = pool
-        service_metrics.gpu_memory.devices = pool.cuda_devices
-        pool.start()
+        service.start(VariantPool(registry, requested, settings, metrics))
         try:
-            async with serving_grpc(pool, settings, service_metrics, version=app.version):
+            async with serving_grpc(service, settings, metrics, version=app.version):
                 yield
         finally:
-            await run_in_threadpool(pool.close)
-            app.state.pool = None
+            await run_in_threadpool(service.stop)
 
     app = AttnzooAPI(
         title="attnzoo",
@@ -88,27 +93,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = registry
-    app.state.metrics = service_metrics
+    app.state.metrics = metrics
+    app.state.service = service
     app.state.measured = MeasuredFigures(settings.results_dir, registry)
-    app.state.pool = None
+    doors = FrontDoors([API_DOOR, oip_http.DOOR])
     install_error_handlers(app)
     configure_access_log()
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.request_timeout_s,
+        min_rate=settings.min_body_rate,
+        grace_s=settings.min_body_rate_grace_s,
+        doors=doors,
+    )
     if settings.cors_origins:  # outside the body limit, so that browsers can read its 413 too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
-            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Inference-Header-Content-Length"],
+            expose_headers=[REQUEST_ID_HEADER, RETRY_AFTER_HEADER, oip_http.HEADER_LENGTH],
         )
-    app.add_middleware(GiveBackPlaceMiddleware)  # a place taken at the request head (admission.py)
-    app.add_middleware(RequestContextMiddleware, metrics=service_metrics)  # outermost: sees every answer
-    for module in (detect, compare, attention, models, health, pages, oip_http):
-        app.include_router(module.router)
-    app.add_route(METRICS_PATH, service_metrics.endpoint())
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, doors=doors)  # outermost: sees every answer
+    routers = [module.router for module in (detect, compare, attention, models, health, pages, oip_http)]
+    for router in routers:
+        app.include_router(router)
+    app.add_route(METRICS_PATH, metrics.endpoint())
     app.mount("/static", pages.PageFiles(), name="static")
     if settings.docs:
         app.include_router(docs.router)
         app.mount(docs.ASSETS_PATH, docs.assets(), name="docs-assets")
+    app.head_hook = HeadAdmission(service, [route for router in routers for route in router.routes], doors, AccessLog(metrics))
     return app

@@ -2,7 +2,7 @@
 
 There is no module-level instance: :func:`get_settings` builds (and caches) one on first use;
 ``create_app(settings)`` takes another, which its routes read from ``app.state.settings``
-(:func:`get_app_settings`).
+(``app.server.dependencies.SettingsDep``).
 ``ATTNZOO_METAFILE`` and ``ATTNZOO_WEIGHTS_DIR`` are the same variables the registry reads.
 """
 
@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from starlette.requests import Request
 
 ENV_PREFIX = "ATTNZOO_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -102,6 +101,31 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         64 * 1024, ge=1024, description="request line + headers limit in bytes; beyond → 431, connection closed"
     )
+    min_body_rate: float = Field(
+        240.0,
+        ge=0,
+        description="bytes per second a request body must average once min_body_rate_grace_s have passed "
+        "(time the service is not reading does not count); slower → 408, connection closed; 0: no minimum",
+    )
+    min_body_rate_grace_s: float = Field(
+        5.0, gt=0, description="how long a request body may arrive slower than min_body_rate at first"
+    )
+    admission_spread_allowance: float = Field(
+        2.0,
+        ge=0,
+        description="admission counts each queued batch as its predicted time plus this many typical deviations",
+    )
+    admission_min_spread: float = Field(
+        0.25,
+        ge=0,
+        description="the relative deviation of a batch's time admission assumes at least (before batches show their own)",
+    )
+    release_memory_idle_s: float = Field(
+        2.0,
+        ge=0,
+        description="after this many seconds with no request in flight, give the memory malloc keeps back to the OS "
+        "(once per busy spell; 0: never)",
+    )
 
     @field_validator("admin_token")
     @classmethod
@@ -158,12 +182,3 @@ def get_settings() -> Settings:
     """The process's settings, read from the environment once."""
     return Settings()
 
-
-async def get_app_settings(request: Request) -> Settings:
-    """The settings the app was built with (``create_app``).
-
-    Read from the app's state rather than through ``app.dependency_overrides``: while any override
-    is set, FastAPI rebuilds every dependency's signature analysis on every request (about 1.5 ms of
-    the event loop per request here; issue 12's refusals took 3.5 ms of server CPU each).
-    """
-    return request.app.state.settings

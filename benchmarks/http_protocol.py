@@ -9,7 +9,7 @@ For each protocol of ``--protocols`` (default: all three)
     h11         uvicorn's pure-Python one: a 16 KiB limit on the head (h11's default)
 
 the script runs ``attnzoo serve`` with that protocol (everything else as configured by
-``app/server.py``), then measures
+``app/server/runner.py``), then measures
 - ``/detect`` throughput: ``--requests`` requests from ``--concurrency`` keep-alive clients (the
   parser is a sliver of a forward: this shows it costs nothing where the time goes);
 - ``/healthz`` throughput: ``--light-requests`` from ``--concurrency`` clients (where the parser
@@ -64,9 +64,9 @@ class ProtocolResult:
 
 def serve_with_protocol(argv: Sequence[str]) -> int:
     """``WORKER PROTOCOL serve ...``: ``attnzoo serve ...`` with uvicorn's ``http`` replaced
-    (``attnzoo``: left as ``app.server.uvicorn_config`` builds it)."""
+    (``attnzoo``: left as ``app.server.runner.uvicorn_config`` builds it)."""
     protocol, *serve_argv = argv
-    from app import server
+    from app.server import runner as server
     from model_zoo.cli import main as attnzoo
 
     configured = server.uvicorn_config
@@ -162,7 +162,7 @@ def entry_text(args, argv, zoo, scale, results: Sequence[ProtocolResult], machin
         torch.get_num_threads(),
     )
     setting = (
-        f"- Service: `attnzoo serve` subprocess per protocol (uvicorn's `http` replaced, everything else from app/server.py), "
+        f"- Service: `attnzoo serve` subprocess per protocol (uvicorn's `http` replaced, everything else from app/server/runner.py), "
         f"device {args.device}, max_batch {args.max_batch}; test-time scale {scale[0]}×{scale[1]}; weights: {zoo.weights}; "
         f"image: {args.image or 'synthetic scene 640×427 JPEG'}; clients on this machine: {args.requests} POST /detect and "
         f"{args.light_requests} GET /healthz from {args.concurrency} keep-alive clients; then {args.floods} requests with one "

@@ -1,13 +1,13 @@
 """The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` on ``ATTNZOO_GRPC_PORT``.
 
 :func:`serving_grpc` runs a ``grpc.aio`` server on the event loop of the HTTP service, for the
-app's lifespan, so both front doors share the pool's cores (one copy of each model). Every RPC
+app's lifespan, so every front door shares the service's core (one copy of each model). Every RPC
 goes through :meth:`InferenceServicer._answer`: the request id (metadata ``x-request-id`` when
 it is a sane token, else a new one, sent back in the initial metadata), the access-log line and
 the request metrics (protocol ``v2-grpc``; ``status`` is the HTTP status of the outcome), and
-errors mapped from the error table's HTTP status to a gRPC status code (:data:`GRPC_CODES`),
-with ``retry-after`` in the trailing metadata where ``/detect`` sends ``Retry-After``. Inputs
-come as ``raw_input_contents`` or typed ``contents``; outputs always go as ``raw_output_contents``.
+errors mapped to the gRPC status code of their error-table entry, with ``retry-after`` in the
+trailing metadata where ``/detect`` sends ``Retry-After``. Inputs come as ``raw_input_contents``
+or typed ``contents``; outputs always go as ``raw_output_contents``.
 """
 
 from __future__ import annotations
@@ -21,24 +21,20 @@ from typing import AsyncIterator, Awaitable, Callable, Iterable, Mapping, TypeVa
 
 import grpc
 
-from ..errors import CLIENT_CLOSED, answer_for
-from ..metrics import PROTOCOL_V2_GRPC, ServiceMetrics
-from ..middleware import AccessLog, RequestRecord, request_id_from
-from ..model_pool import ModelPool, VariantSlot
+from ..core.errors import InvalidParameterError
+from ..core.metrics import PROTOCOL_V2_GRPC, ServiceMetrics
+from ..core.pool import VariantSlot
+from ..core.record import RequestRecord
+from ..core.service import InferenceService
+from ..core.variant_choice import AUTO_VARIANT
+from ..error_bodies import CLIENT_CLOSED
+from ..error_table import answer_for
+from ..server.access_log import AccessLog
+from ..server.context import request_id_from
 from ..settings import Settings
-from ..variant_choice import AUTO_VARIANT, lease_variant
-from ..variant_core import InvalidParameterError
-from .inference import (
-    InferenceRequestError,
-    InputHeader,
-    deadline,
-    detection_outputs,
-    image_count,
-    parse_parameters,
-    requested_outputs,
-    run,
-)
-from .metadata import MODEL_VERSION, ParameterValue, check_version, model_metadata, server_metadata
+from .contract import MODEL_VERSION, ParameterValue, check_version, model_metadata, server_metadata
+from .errors import InferenceRequestError
+from .inference import InputHeader, V2Request, check_inputs, infer, parse_parameters, requested_outputs
 from .proto import grpc_predict_v2_pb2 as pb
 from .proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from .tensors import bytes_from_list, bytes_from_raw, datatype_of, to_raw
@@ -48,19 +44,6 @@ logger = logging.getLogger("attnzoo.grpc")
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # "inference.GRPCInferenceService"
 REQUEST_ID_KEY = "x-request-id"
 RETRY_AFTER_KEY = "retry-after"
-# The error table's HTTP statuses → gRPC status codes (google.rpc's mapping of the two).
-GRPC_CODES: dict[int, grpc.StatusCode] = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.INVALID_ARGUMENT,  # the image is too large; an oversize message is grpc's own RESOURCE_EXHAUSTED
-    415: grpc.StatusCode.INVALID_ARGUMENT,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,  # overloaded: the queue is full; retry-after says when to retry
-    CLIENT_CLOSED: grpc.StatusCode.CANCELLED,
-    500: grpc.StatusCode.INTERNAL,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 Response = TypeVar("Response")
 Method = Callable[["InferenceServicer", object, grpc.aio.ServicerContext, RequestRecord], Awaitable[Response]]
@@ -81,10 +64,10 @@ def _rpc(method: Method[Response]) -> Callable[["InferenceServicer", object, grp
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The six RPCs of the specification, over the pool's cores."""
+    """The RPCs of the specification, over the service's core."""
 
-    def __init__(self, pool: ModelPool, settings: Settings, metrics: ServiceMetrics, *, version: str) -> None:
-        self.pool = pool
+    def __init__(self, service: InferenceService, settings: Settings, metrics: ServiceMetrics, *, version: str) -> None:
+        self.service = service
         self.settings = settings
         self.metrics = metrics
         self.version = version
@@ -96,11 +79,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ServerReady(self, request: pb.ServerReadyRequest, context, record: RequestRecord) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.pool.is_ready(strict=self.settings.strict_readiness))
+        return pb.ServerReadyResponse(ready=self.service.pool.is_ready(strict=self.settings.strict_readiness))
 
     @_rpc
     async def ModelReady(self, request: pb.ModelReadyRequest, context, record: RequestRecord) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=self._slot(request.name, request.version, record).core is not None)
+        return pb.ModelReadyResponse(ready=self._slot(request.name, request.version, record).served is not None)
 
     @_rpc
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context, record: RequestRecord) -> pb.ServerMetadataResponse:
@@ -120,30 +103,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context, record: RequestRecord) -> pb.ModelInferResponse:
-        started = time.monotonic()
         if request.model_name != AUTO_VARIANT:
             self._slot(request.model_name, request.model_version, record)  # an unknown model first: NOT_FOUND
         check_version(request.model_name, request.model_version)
-        count = image_count(
-            [InputHeader(t.name, t.datatype, tuple(t.shape)) for t in request.inputs], max_images=self.settings.queue_size
-        )
-        parameters = parse_parameters(_parameter_values(request.parameters))
-        names = requested_outputs([output.name for output in request.outputs])
-        images = _image_bytes(request, count)
-        deadline_at = deadline(started, self.settings.request_timeout_s, parameters.timeout_s, context.time_remaining())
-        budget_s = parameters.budget_s if parameters.budget_s is not None else self.settings.default_budget_ms / 1000.0
-        with lease_variant(self.pool, request.model_name, budget_s=budget_s, record=record, metrics=self.metrics) as core:
-            arrays = detection_outputs(await run(core, images, parameters.detect, deadline_at, self.metrics, record))
-        response = pb.ModelInferResponse(model_name=core.variant, model_version=MODEL_VERSION, id=request.id)
-        for name in names:
-            response.outputs.add(name=name, datatype=datatype_of(arrays[name]), shape=arrays[name].shape)
-            response.raw_output_contents.append(to_raw(arrays[name]))
+        client_s = context.time_remaining()
+        infer_request = _v2_request(request)
+        with self.service.open_ticket(
+            request.model_name, record=record, budget_s=infer_request.parameters.budget_s, timeout_s=client_s
+        ) as ticket:
+            arrays = await infer(self.service, ticket, infer_request)
+        response = pb.ModelInferResponse(model_name=ticket.variant, model_version=MODEL_VERSION, id=request.id)
+        for name, array in arrays.items():
+            response.outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
+            response.raw_output_contents.append(to_raw(array))
         return response
 
     def _slot(self, name: str, version: str, record: RequestRecord) -> VariantSlot:
         """The registry variant ``name``, recorded for the access log. Raises UnknownVariantError,
         UnknownModelVersionError."""
-        slot = self.pool.slot(name)
+        slot = self.service.pool.slot(name)
         record.variant = slot.variant
         check_version(name, version)
         return slot
@@ -161,7 +139,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status code, as HTTP's handlers do
             answer = answer_for(exc, record.request_id)
-            status, code = answer.status, GRPC_CODES.get(answer.status, grpc.StatusCode.UNKNOWN)
+            status, code = answer.status, answer.grpc_code
             record.error = answer.code
             retry = ((RETRY_AFTER_KEY, str(answer.retry_after_s)),) if answer.retry_after_s is not None else ()
             await context.abort(code, answer.message, trailing_metadata=retry)  # raises grpc's AbortError
@@ -174,7 +152,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 @asynccontextmanager
-async def serving_grpc(pool: ModelPool, settings: Settings, metrics: ServiceMetrics, *, version: str) -> AsyncIterator[None]:
+async def serving_grpc(service: InferenceService, settings: Settings, metrics: ServiceMetrics, *, version: str) -> AsyncIterator[None]:
     """Serve gRPC on ``settings.host:settings.grpc_port`` (nothing when the port is 0) until the
     block ends; RPCs in flight then get up to ``request_timeout_s`` to finish.
 
@@ -190,7 +168,7 @@ async def serving_grpc(pool: ModelPool, settings: Settings, metrics: ServiceMetr
             ("grpc.max_receive_message_length", settings.max_body_bytes),  # the HTTP body limit
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(pool, settings, metrics, version=version), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service, settings, metrics, version=version), server)
     address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else f"{settings.host}:{settings.grpc_port}"
     try:
         server.add_insecure_port(address)
@@ -204,8 +182,20 @@ async def serving_grpc(pool: ModelPool, settings: Settings, metrics: ServiceMetr
         await server.stop(grace=settings.request_timeout_s)
 
 
+def _v2_request(request: pb.ModelInferRequest) -> V2Request:
+    """The inference request a ``ModelInferRequest`` carries.
+
+    Raises:
+        InferenceRequestError, TensorDataError, InvalidParameterError.
+    """
+    count = check_inputs([InputHeader(t.name, t.datatype, tuple(t.shape)) for t in request.inputs])
+    parameters = parse_parameters(_parameter_values(request.parameters))
+    outputs = requested_outputs([output.name for output in request.outputs])
+    return V2Request(request.id or None, _image_bytes(request, count), parameters, outputs)
+
+
 def _image_bytes(request: pb.ModelInferRequest, count: int) -> list[bytes]:
-    """The encoded images of the IMAGE input (the request's only input, checked by image_count)."""
+    """The encoded images of the IMAGE input (the request's only input, checked by check_inputs)."""
     image = request.inputs[0]
     if request.raw_input_contents:
         if len(request.raw_input_contents) != len(request.inputs):

@@ -6,14 +6,13 @@ An inference body is JSON, or, with the binary tensor data extension, a JSON hea
 ``Inference-Header-Content-Length`` bytes followed by the binary data of the inputs that declare
 ``binary_data_size``; outputs asked for as binary (``binary_data`` per output, or
 ``binary_data_output`` for all) follow the response's JSON header the same way. Errors are the
-protocol's ``{"error": "..."}`` with ``/detect``'s status codes (``app/errors.py``).
+protocol's ``{"error": "..."}`` (:data:`DOOR`: also for paths under ``/v2`` no route serves) with
+``/detect``'s status codes (``app/error_table.py``).
 """
 
 from __future__ import annotations
 
 import json
-import time
-from contextlib import nullcontext
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -21,25 +20,20 @@ from pydantic import ValidationError
 
 from model_zoo import UnknownVariantError
 
-from ..admission import Place, place_for
-from ..deps import MetricsDep, PoolDep, RecordDep, SettingsDep
-from ..variant_choice import AUTO_VARIANT, lease_variant
-from ..disconnect import unless_disconnected
-from ..errors import CLIENT_CLOSED, MODEL_ERRORS, UPLOAD_ERRORS, V2_PATH_PREFIX, ServerNotReadyError, error_responses
-from ..model_pool import VariantNotReadyError, VariantSlot
-from ..variant_core import InvalidParameterError, VariantCore
-from .inference import (
-    InferenceRequestError,
-    InputHeader,
-    TooManyImagesError,
-    deadline,
-    detection_outputs,
-    image_count,
-    parse_parameters,
-    requested_outputs,
-    run,
-)
-from .metadata import MODEL_VERSION, UnknownModelVersionError, check_version, model_metadata, server_metadata
+from ..core.errors import InvalidParameterError, TooManyImagesError, VariantNotReadyError
+from ..core.metrics import PROTOCOL_V2_HTTP
+from ..core.pool import VariantSlot
+from ..core.served_variant import ServedVariant
+from ..core.variant_choice import AUTO_VARIANT
+from ..error_bodies import CLIENT_CLOSED, message_body
+from ..error_table import MODEL_ERRORS, UPLOAD_ERRORS, error_responses
+from ..server.context import FrontDoor
+from ..server.dependencies import ContextDep, RecordDep, ServiceDep, SettingsDep
+from ..server.disconnect import unless_disconnected
+from ..server.head_admission import names_variant
+from .contract import MODEL_VERSION, UnknownModelVersionError, check_version, model_metadata, server_metadata
+from .errors import InferenceRequestError, ServerNotReadyError
+from .inference import InputHeader, V2Request, check_inputs, infer, parse_parameters, requested_outputs
 from .schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -52,11 +46,13 @@ from .schemas import (
 )
 from .tensors import bytes_from_json, bytes_from_raw, datatype_of, to_json, to_raw
 
+PATH_PREFIX = "/v2"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_MEDIA_TYPE = "application/octet-stream"
+DOOR = FrontDoor(PATH_PREFIX, PROTOCOL_V2_HTTP, message_body)
 
 router = APIRouter(
-    prefix=V2_PATH_PREFIX,
+    prefix=PATH_PREFIX,
     tags=["v2 (Open Inference Protocol)"],
     responses=error_responses(UnknownVariantError, UnknownModelVersionError, body=V2ErrorResponse),
 )
@@ -64,9 +60,9 @@ router = APIRouter(
 ModelPath = Annotated[str, Path(description="variant alias or full name, e.g. attn1111-dcn")]
 
 
-async def get_slot(model: ModelPath, pool: PoolDep, record: RecordDep) -> VariantSlot:
+async def get_slot(model: ModelPath, service: ServiceDep, record: RecordDep) -> VariantSlot:
     """The registry variant named ``model`` (404 when there is none), recorded for the access log."""
-    slot = pool.slot(model)
+    slot = service.pool.slot(model)
     record.variant = slot.variant
     return slot
 
@@ -75,14 +71,20 @@ async def check_version_path(model: ModelPath, version: Annotated[str, Path(desc
     check_version(model, version)
 
 
-async def get_core(slot: Annotated[VariantSlot, Depends(get_slot)], pool: PoolDep) -> VariantCore:
-    """The core of a loaded variant (503 while it is loading or when it is unavailable)."""
-    return pool.core(slot.variant)
+async def get_served(slot: Annotated[VariantSlot, Depends(get_slot)], service: ServiceDep) -> ServedVariant:
+    """A loaded variant (503 while it is loading or when it is unavailable)."""
+    return service.pool.served(slot.variant)
 
 
 SlotDep = Annotated[VariantSlot, Depends(get_slot)]
-CoreDep = Annotated[VariantCore, Depends(get_core)]
+ServedDep = Annotated[ServedVariant, Depends(get_served)]
 VERSIONED = [Depends(check_version_path)]  # the routes under /versions/{version}
+
+
+def model_named(path_params: Any, query: Any) -> str | None:
+    """The variant an inference request's path names; None for a version other than 1 (a 404)."""
+    version = path_params.get("version")
+    return None if version not in (None, MODEL_VERSION) else path_params.get("model")
 
 
 @router.get("/health/live", response_model=LiveResponse, summary="Liveness: the process answers")
@@ -96,7 +98,8 @@ async def live() -> Any:
     summary="Readiness: every requested variant is loaded (ATTNZOO_STRICT_READINESS=false: at least one)",
     responses=error_responses(ServerNotReadyError, body=V2ErrorResponse),
 )
-async def ready(pool: PoolDep, settings: SettingsDep) -> Any:
+async def ready(service: ServiceDep, settings: SettingsDep) -> Any:
+    pool = service.pool
     if not pool.is_ready(strict=settings.strict_readiness):  # as /readyz (ATTNZOO_STRICT_READINESS)
         raise ServerNotReadyError(pool.readiness())
     return {"ready": True}
@@ -118,7 +121,7 @@ _READY = {"response_model": ReadyResponse, "responses": error_responses(VariantN
 
 @router.get("/models/{model}/ready", summary="Model readiness (503 while not loaded)", **_READY)
 @router.get("/models/{model}/versions/{version}/ready", summary="Model readiness", dependencies=VERSIONED, **_READY)
-async def get_model_ready(core: CoreDep) -> Any:
+async def get_model_ready(served: ServedDep) -> Any:
     return {"ready": True}
 
 
@@ -140,42 +143,29 @@ _INFER = {
 
 @router.post("/models/{model}/infer", **_INFER)
 @router.post("/models/{model}/versions/{version}/infer", **_INFER, dependencies=VERSIONED)
-async def infer(
-    request: Request, model: ModelPath, pool: PoolDep, settings: SettingsDep, metrics: MetricsDep, record: RecordDep
-) -> Any:
-    place: Place | None = None  # a named model's place in its queue, held from before the body is read
-    if model != AUTO_VARIANT:  # an unknown model first (404), and refuse before reading the body when overloaded
-        place = place_for(request, pool.core((await get_slot(model, pool, record)).variant), settings.request_timeout_s)
-    started = place.started if place is not None else time.monotonic()
-    with place or nullcontext():
-        body = await request.body()
-        infer_request, binary = parse_body(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
-        count = image_count([InputHeader(t.name, t.datatype, tuple(t.shape)) for t in infer_request.inputs], max_images=settings.queue_size)
-        parameters = parse_parameters(infer_request.parameters)
-        asked = {output.name: output.parameters for output in infer_request.outputs}
-        binary_outputs = {
-            name: _binary_flag(asked.get(name, {}), default=parameters.binary_output)
-            for name in requested_outputs([output.name for output in infer_request.outputs])
-        }
-        images = image_bytes(infer_request.inputs[0], binary, count)
-        deadline_at = deadline(started, settings.request_timeout_s, parameters.timeout_s)
-        budget_s = parameters.budget_s if parameters.budget_s is not None else settings.default_budget_ms / 1000.0
-        with lease_variant(pool, model, budget_s=budget_s, record=record, metrics=metrics) as core:
-            detected = run(core, images, parameters.detect, deadline_at, metrics, record, place.admission if place is not None else None)
-            outcomes = await unless_disconnected(request, detected)
-    if outcomes is None:
+@names_variant(model_named)
+async def infer_route(request: Request, model: ModelPath, service: ServiceDep, context: ContextDep) -> Any:
+    ticket = context.ticket
+    if ticket is None and model != AUTO_VARIANT:  # an unknown model first (404); refused before reading the body when overloaded
+        ticket = service.open_ticket(model, record=context.record)
+        context.tickets.append(ticket)
+    body = await request.body()
+    infer_request, binary_outputs = parse_body(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
+    if ticket is None:  # auto: chosen for the request's budget
+        ticket = service.open_ticket(model, record=context.record, budget_s=infer_request.parameters.budget_s)
+        context.tickets.append(ticket)
+    arrays = await unless_disconnected(request, infer(service, ticket, infer_request))
+    if arrays is None:
         return Response(status_code=CLIENT_CLOSED)  # nobody is listening; for the log and metrics
-    arrays = detection_outputs(outcomes)
-    return render(core.variant, infer_request.id, {name: arrays[name] for name in binary_outputs}, binary_outputs)
+    return render(ticket.variant, infer_request.id, arrays, binary_outputs)
 
 
-def parse_body(body: bytes, header_length: str | None, content_encoding: str | None) -> tuple[InferenceRequest, memoryview]:
-    """An inference body → its JSON request and the binary data after it (empty without the
-    binary extension).
+def parse_body(body: bytes, header_length: str | None, content_encoding: str | None) -> tuple[V2Request, dict[str, bool]]:
+    """An inference body → the request, and which of its outputs go as binary data.
 
     Raises:
         InferenceRequestError: a compressed body, a bad header length, JSON that is not an
-        inference request.
+        inference request, inputs the model does not take; TensorDataError; InvalidParameterError.
     """
     if content_encoding not in (None, "", "identity"):
         raise InferenceRequestError(f"Content-Encoding {content_encoding!r} is not supported; send the request uncompressed")
@@ -185,11 +175,19 @@ def parse_body(body: bytes, header_length: str | None, content_encoding: str | N
             raise InferenceRequestError(f"{HEADER_LENGTH} is {header_length!r}; expected the JSON header's length, at most the body's {len(body)} bytes")
         split = int(header_length)
     try:
-        infer_request = InferenceRequest.model_validate_json(body[:split])
+        document = InferenceRequest.model_validate_json(body[:split])
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)[:5])
         raise InferenceRequestError(f"not an inference request: {problems}") from None
-    return infer_request, memoryview(body)[split:]
+    count = check_inputs([InputHeader(t.name, t.datatype, tuple(t.shape)) for t in document.inputs])
+    parameters = parse_parameters(document.parameters)
+    asked = {output.name: output.parameters for output in document.outputs}
+    binary_outputs = {
+        name: _binary_flag(asked.get(name, {}), default=parameters.binary_output)
+        for name in requested_outputs([output.name for output in document.outputs])
+    }
+    images = image_bytes(document.inputs[0], memoryview(body)[split:], count)
+    return V2Request(document.id, images, parameters, list(binary_outputs)), binary_outputs
 
 
 def image_bytes(image: RequestInput, binary: memoryview, count: int) -> list[bytes]:

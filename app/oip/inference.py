@@ -1,27 +1,25 @@
 """One v2 inference request, whichever transport carried it.
 
-A transport decodes its own framing, then calls, in this order: :func:`image_count` (the IMAGE
-input checked: it is the request's only input; its batch size B), the tensors module for the B
-encoded images,
-:func:`parse_parameters`, :func:`run` (the variant's core: batcher, limits, deadline, metrics),
-:func:`detection_outputs` and :func:`requested_outputs`. Nothing here knows HTTP or gRPC.
+A transport decodes its own framing into a :class:`V2Request` (:func:`check_inputs` for the IMAGE
+input's header, the tensors module for its B encoded images, :func:`parse_parameters`,
+:func:`requested_outputs`), runs it with :func:`infer` on the request's ticket, and renders the
+output tensors it gets back. Nothing here knows HTTP or gRPC.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..batching import Admission
-from ..variant_core import DetectOutcome, DetectParams, InvalidParameterError, VariantCore, parse_classes
-from .metadata import IMAGE_INPUT, OUTPUT_BY_NAME, OUTPUTS, ParameterValue
+from ..core.errors import InvalidParameterError
+from ..core.requests import DetectOutcome, DetectParams, DetectRequest, parse_classes
+from ..core.service import InferenceService
+from ..core.ticket import Ticket
+from .contract import IMAGE_INPUT, OUTPUT_BY_NAME, OUTPUTS, ParameterValue
+from .errors import InferenceRequestError
 from .tensors import element_count
-
-if TYPE_CHECKING:  # middleware imports errors, which imports this module
-    from ..metrics import ServiceMetrics
-    from ..middleware import RequestRecord
 
 DETECT_PARAMETERS = (
     "score_thr (number in [0, 1]), max_dets (integer >= 0), classes (COCO names or category ids, comma-separated), "
@@ -30,20 +28,6 @@ DETECT_PARAMETERS = (
 # Parameters Triton's clients send on their own: honoured (timeout, binary_data_output) or ignored (priority).
 PROTOCOL_PARAMETERS = ("binary_data_output", "timeout", "priority")
 _MICROSECONDS = 1e-6
-
-
-class InferenceRequestError(ValueError):
-    """A request the model cannot run: missing or extra inputs, wrong datatype or shape, an
-    unknown output, malformed framing. The message says what was expected."""
-
-
-class TooManyImagesError(ValueError):
-    """More images in one request than the variant's queue holds (it could never be answered)."""
-
-    def __init__(self, count: int, limit: int) -> None:
-        super().__init__(
-            f"input {IMAGE_INPUT!r} holds {count} images; at most {limit} fit in one request (ATTNZOO_QUEUE_SIZE)"
-        )
 
 
 @dataclass(frozen=True)
@@ -65,12 +49,22 @@ class RequestParameters:
     budget_s: float | None = None  # ``budget_ms`` for the model ``auto`` (None: the service's default)
 
 
-def image_count(inputs: Sequence[InputHeader], *, max_images: int) -> int:
+@dataclass(frozen=True)
+class V2Request:
+    """An inference request as both transports parse it."""
+
+    id: str | None
+    images: list[bytes]  # the B encoded images of IMAGE
+    parameters: RequestParameters
+    outputs: list[str]  # the outputs to send, in order
+
+
+def check_inputs(inputs: Sequence[InputHeader]) -> int:
     """B, the number of images of the request's only input, IMAGE.
 
     Raises:
         InferenceRequestError: no IMAGE, another input, a datatype other than BYTES, a shape
-        other than [B] with B >= 1. TooManyImagesError: B > ``max_images``.
+        other than [B] with B >= 1.
     """
     names = [tensor.name for tensor in inputs]
     for name in names:
@@ -88,10 +82,7 @@ def image_count(inputs: Sequence[InputHeader], *, max_images: int) -> int:
         raise InferenceRequestError(
             f"input {IMAGE_INPUT!r} has shape {list(image.shape)}; expected [B] with B >= 1, one encoded image per element"
         )
-    count = element_count(image.shape)
-    if count > max_images:
-        raise TooManyImagesError(count, max_images)
-    return count
+    return element_count(image.shape)
 
 
 def parse_parameters(parameters: Mapping[str, ParameterValue]) -> RequestParameters:
@@ -132,58 +123,6 @@ def parse_parameters(parameters: Mapping[str, ParameterValue]) -> RequestParamet
     )
 
 
-def deadline(started_at: float, limit_s: float, *client_limits_s: float | None) -> float:
-    """The ``time.monotonic()`` instant a request that arrived at ``started_at`` must be answered
-    by: the service's limit (``ATTNZOO_REQUEST_TIMEOUT_S``) or a shorter one the client set."""
-    return started_at + min([limit_s, *(s for s in client_limits_s if s is not None)])
-
-
-async def run(
-    core: VariantCore,
-    images: Sequence[bytes],
-    params: DetectParams,
-    deadline_at: float,
-    metrics: ServiceMetrics,
-    record: RequestRecord,
-    admission: Admission | None = None,
-) -> list[DetectOutcome]:
-    """The images' detections from the variant's core, with the metrics ``/detect`` records;
-    ``admission``: the request's place in the core's queue (:meth:`VariantCore.admit`), if it holds one.
-
-    Raises:
-        the errors of :meth:`VariantCore.detect_all` (bad image, queue full, deadline, ...).
-    """
-    with metrics.inflight.labels(core.variant).track_inprogress():
-        outcomes = await core.detect_all(images, params, deadline_at, admission)
-    for outcome in outcomes:
-        metrics.observe_stages(core.variant, outcome.seconds)
-    record.batch_size = max(outcome.batch_size for outcome in outcomes)
-    return outcomes
-
-
-def detection_outputs(outcomes: Sequence[DetectOutcome]) -> dict[str, np.ndarray]:
-    """The four output tensors of B images' detections (in :data:`~metadata.OUTPUTS` order).
-
-    Returns:
-        num_detections Tensor[B] int32; detection_boxes Tensor[B, K, 4] float32, (x1, y1, x2, y2)
-        in original-image pixels; detection_scores Tensor[B, K] float32; detection_classes
-        Tensor[B, K] int32 (labels 0..79). K = the largest count; rows past a count are zero.
-    """
-    counts = [len(outcome.result.detections) for outcome in outcomes]
-    batch, most = len(outcomes), max(counts, default=0)
-    boxes = np.zeros((batch, most, 4), dtype=np.float32)
-    scores = np.zeros((batch, most), dtype=np.float32)
-    classes = np.zeros((batch, most), dtype=np.int32)
-    for row, outcome in enumerate(outcomes):
-        detections = outcome.result.detections
-        if detections:  # float64 values of the model's float32 outputs: exact in float32
-            boxes[row, : len(detections)] = [d.bbox for d in detections]
-            scores[row, : len(detections)] = [d.score for d in detections]
-            classes[row, : len(detections)] = [d.label for d in detections]
-    arrays = (np.asarray(counts, dtype=np.int32), boxes, scores, classes)
-    return {spec.name: array for spec, array in zip(OUTPUTS, arrays)}
-
-
 def requested_outputs(names: Sequence[str]) -> list[str]:
     """The outputs to send, in the order asked; none asked: all four.
 
@@ -198,6 +137,42 @@ def requested_outputs(names: Sequence[str]) -> list[str]:
     if len(set(names)) != len(names):
         raise InferenceRequestError(f"an output is requested more than once: {list(names)}")
     return list(names)
+
+
+async def infer(service: InferenceService, ticket: Ticket, request: V2Request) -> dict[str, np.ndarray]:
+    """Run ``request`` on ``ticket``'s variant; the output tensors it asked for, in its order.
+
+    Raises:
+        the errors of ``InferenceService.detect`` (bad image, queue full, deadline, ...).
+    """
+    ticket.shorten_deadline(request.parameters.timeout_s)
+    outcome = await service.detect(ticket, DetectRequest(request.images, request.parameters.detect))
+    arrays = detection_outputs(outcome)
+    return {name: arrays[name] for name in request.outputs}
+
+
+def detection_outputs(outcome: DetectOutcome) -> dict[str, np.ndarray]:
+    """The four output tensors of B images' detections (in :data:`~contract.OUTPUTS` order).
+
+    Returns:
+        num_detections Tensor[B] int32; detection_boxes Tensor[B, K, 4] float32, (x1, y1, x2, y2)
+        in original-image pixels; detection_scores Tensor[B, K] float32; detection_classes
+        Tensor[B, K] int32 (labels 0..79). K = the largest count; rows past a count are zero.
+    """
+    results = [image.result for image in outcome.images]
+    counts = [len(result.detections) for result in results]
+    batch, most = len(results), max(counts, default=0)
+    boxes = np.zeros((batch, most, 4), dtype=np.float32)
+    scores = np.zeros((batch, most), dtype=np.float32)
+    classes = np.zeros((batch, most), dtype=np.int32)
+    for row, result in enumerate(results):
+        detections = result.detections
+        if detections:  # float64 values of the model's float32 outputs: exact in float32
+            boxes[row, : len(detections)] = [d.bbox for d in detections]
+            scores[row, : len(detections)] = [d.score for d in detections]
+            classes[row, : len(detections)] = [d.label for d in detections]
+    arrays = (np.asarray(counts, dtype=np.int32), boxes, scores, classes)
+    return {spec.name: array for spec, array in zip(OUTPUTS, arrays)}
 
 
 def _is_number(value: object) -> bool:

@@ -20,12 +20,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .errors import TensorDataError
+
 _LENGTH = struct.Struct("<I")  # the length prefix of a raw BYTES element
 DATATYPES = {np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32"}  # numpy dtype → v2 datatype
-
-
-class TensorDataError(ValueError):
-    """Tensor data that does not match its datatype or shape; the message names the tensor."""
 
 
 def element_count(shape: Sequence[int]) -> int:

@@ -37,9 +37,9 @@ import yaml
 from fastapi import FastAPI
 
 from app.main import create_app
-from app.middleware import ACCESS_LOGGER
-from app.model_pool import ModelPool
-from app.server import uvicorn_config
+from app.server.access_log import ACCESS_LOGGER
+from app.core.pool import VariantPool
+from app.server.runner import uvicorn_config
 from app.settings import Settings
 from model_zoo import Registry, load_registry, write_synthetic_checkpoint
 from model_zoo.registry import BUNDLED_ARCHITECTURES, BUNDLED_METAFILE
@@ -144,7 +144,7 @@ def _write_full_zoo(root: Path, zoo: Zoo) -> Zoo:
     return Zoo(root, metafile, weights_dir, zoo.results_dir)
 
 
-def wait_until_settled(pool: ModelPool, timeout: float) -> bool:
+def wait_until_settled(pool: VariantPool, timeout: float) -> bool:
     """Wait until every requested variant of ``pool`` is loaded or unavailable; False on timeout."""
     deadline = time.monotonic() + timeout
     while "loading" in pool.readiness().values():
@@ -155,7 +155,7 @@ def wait_until_settled(pool: ModelPool, timeout: float) -> bool:
 
 
 @pytest.fixture(scope="session")
-def wait_settled() -> Callable[[ModelPool, float], bool]:
+def wait_settled() -> Callable[[VariantPool, float], bool]:
     return wait_until_settled
 
 
@@ -189,7 +189,7 @@ class LiveServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
-        if not wait_until_settled(self.app.state.pool, max(0.0, deadline - time.monotonic())):
+        if not wait_until_settled(self.app.state.service.pool, max(0.0, deadline - time.monotonic())):
             raise RuntimeError("models did not finish loading")
         return self
 
@@ -201,15 +201,16 @@ class LiveServer:
 
 @contextmanager
 def serving_settings(app: FastAPI, settings: Settings) -> Iterator[None]:
-    """``app``'s routes read ``settings`` inside (``app.state.settings``; what the pool and the
-    batchers were built with stays). Not pytest's monkeypatch: undoing it on a Starlette ``State``
-    deletes the attribute."""
+    """``app``'s routes and its service read ``settings`` inside (``app.state.settings`` and the
+    service's; what the pool and the batchers were built with stays). Not pytest's monkeypatch:
+    undoing it on a Starlette ``State`` deletes the attribute."""
+    service = app.state.service
     original = app.state.settings
-    app.state.settings = settings
+    app.state.settings = service.settings = settings
     try:
         yield
     finally:
-        app.state.settings = original
+        app.state.settings = service.settings = original
 
 
 @pytest.fixture(scope="session")
@@ -362,27 +363,29 @@ def first_answered(connections: list[socket.socket], count: int, timeout: float)
     return answered
 
 
+def variant_of_target(target: str) -> str:
+    """The variant a ``POST`` target names (``/detect?variant=V``, ``/v2/models/V/infer``)."""
+    if "variant=" in target:
+        return target.split("variant=", 1)[1].split("&", 1)[0]
+    return target.split("/v2/models/", 1)[1].split("/", 1)[0]
+
+
 @contextmanager
-def holding_every_place(server: LiveServer, target: str, image: bytes, tag: str) -> Iterator[None]:
-    """A full queue's worth of ``POST {target}`` of ``image``, each holding its place while its body
-    is held back; at the end their bodies are sent, and each must be answered 200 (so every place
-    is free again)."""
-    queue_size = server.app.state.settings.queue_size
-    connections = upload_heads(server, target, image, queue_size, tag)
-    try:
+def holding_every_place(server: LiveServer, target: str) -> Iterator[None]:
+    """Every place in the queue of the variant ``POST {target}`` names held for the block, as
+    admitted requests whose images are being decoded hold them; given back at its end."""
+    batcher = server.app.state.service.pool.served(variant_of_target(target)).batcher
+    with batcher.admit(time.monotonic() + 300, count=server.app.state.settings.queue_size):
         yield
-        for connection in connections:
-            connection.sendall(image)
-        assert [read_http_response(c)[0] for c in connections] == [200] * queue_size
-    finally:
-        for connection in connections:
-            connection.close()
 
 
-def assert_every_place_is_free(server: LiveServer, target: str, image: bytes, tag: str) -> None:
-    """A full queue's worth of requests is admitted at once and answered: had an ended request
-    kept a place in the target's queue, one of them would be refused."""
-    with holding_every_place(server, target, image, tag):
+def assert_every_place_is_free(server: LiveServer, target: str) -> None:
+    """No ended request keeps a place in the queue of the variant ``target`` names: the whole
+    queue can be admitted at once (within a few seconds: a request's place goes back just after
+    its answer is sent)."""
+    batcher = server.app.state.service.pool.served(variant_of_target(target)).batcher
+    wait_for(lambda: batcher.qsize() == 0 and not batcher.has_work(), timeout=10)
+    with holding_every_place(server, target):
         pass
 
 
@@ -436,7 +439,7 @@ def hold_model(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Call
     gates: list[ModelGate] = []
 
     def hold(variant: str) -> ModelGate:
-        model = live_server.app.state.pool.core(variant).detector.model
+        model = live_server.app.state.service.pool.served(variant).detector.model
         gate = ModelGate()
         monkeypatch.setattr(model, "forward", gate.wrap(model.forward))
         gates.append(gate)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.decode import (
+from app.core.decode import (
     SUPPORTED_FORMATS,
     EmptyUploadError,
     NotAnImageError,

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from app.decode import UploadError, decode_upload
+from app.core.decode import UploadError, decode_upload
 
 EXAMPLES = 400
 MAX_PIXELS = 256 * 256  # small, so that headers claiming more are refused before decoding

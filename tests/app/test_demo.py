@@ -21,9 +21,10 @@ def test_demo_serves_stand_ins_and_says_so_everywhere(zoo: Zoo, tmp_path, jpeg, 
         model = httpx.get(f"{base}/models/{VARIANT}").json()
         assert model["state"] == "loaded" and model["weights_source"] == "synthetic"
         stand_in = model["weights_file"]
-        assert "/demo/" in stand_in and "-synthetic-" in stand_in and stand_in.endswith(f"{model['sha256'][:8]}.pth")
+        assert stand_in.startswith("demo/") and "-synthetic-" in stand_in and stand_in.endswith(f"{model['sha256'][:8]}.pth")
+        assert (weights / stand_in).is_file()
         entry = load_registry(zoo.metafile).resolve(VARIANT)
-        assert stand_in != str(weights_path_for(entry, weights))  # never the official name
+        assert weights / stand_in != weights_path_for(entry, weights)  # never the official name
         answer = httpx.post(f"{base}/detect", params={"variant": VARIANT}, content=jpeg, timeout=120).json()
         assert answer["weights_source"] == "synthetic" and answer["sha256"] == model["sha256"]
         assert httpx.get(f"{base}/readyz").status_code == 200

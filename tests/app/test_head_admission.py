@@ -1,10 +1,9 @@
-"""Admission at the request head (``app/admission.py``), on the shared live server: a request
+"""Admission at the request head (``app/server/head_admission.py``), on the shared live server: a request
 that names its variant is refused from its head alone when that variant's queue cannot take it,
 with the answer its route gives; every other request, and every place taken, ends as before.
 
-The queue is filled by requests of which only the head was sent (``holding_every_place``): each
-holds its place until its body arrives, so the queue stays full, with no model held, for as long
-as a test needs.
+The queue is held full by places taken in it directly (``holding_every_place``), as admitted
+requests being decoded hold them: it stays full, with no model held, for as long as a test needs.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ def test_a_request_refused_at_its_head_gets_the_answer_its_route_gives(live_serv
     # the route's own refusal of the same request: a browser's request (Origin) is left to the app
     # when CORS is on, as its answer needs the CORS headers (none here: the app was built without)
     with_cors = zoo.settings(cors_origins=["https://app.example.com"])
-    with holding_every_place(live_server, DETECT, jpeg, "holding"), serving_settings(live_server.app, with_cors):
+    with holding_every_place(live_server, DETECT), serving_settings(live_server.app, with_cors):
         at_head = refused_from_its_head(live_server, target, body, content_type, "at-head")
         in_route = refused_from_its_head(live_server, target, body, content_type, "in-route", origin="https://app.example.com")
     for (status, headers, payload, _), request_id in zip((at_head, in_route), ("at-head", "in-route")):
@@ -89,7 +88,7 @@ def test_a_request_refused_at_its_head_gets_the_answer_its_route_gives(live_serv
 
 
 def test_requests_that_do_not_name_a_full_queue_are_left_to_their_routes(live_server, client, jpeg):
-    with holding_every_place(live_server, DETECT, jpeg, "holding"):
+    with holding_every_place(live_server, DETECT):
         answers = {
             "unknown variant": client.post("/detect", params={"variant": "attn9999"}, content=jpeg),
             "another variant": client.post("/detect", params={"variant": OTHER_VARIANT}, content=jpeg),
@@ -107,7 +106,7 @@ def test_requests_that_do_not_name_a_full_queue_are_left_to_their_routes(live_se
 def test_a_request_pipelined_behind_another_is_answered_in_turn(live_server, jpeg):
     # its head arrives while the first request is being answered: only the app answers it, after
     # the first (an answer written from the head would overtake the first one's)
-    with holding_every_place(live_server, DETECT, jpeg, "holding"), socket.create_connection(("127.0.0.1", live_server.port), timeout=30) as connection:
+    with holding_every_place(live_server, DETECT), socket.create_connection(("127.0.0.1", live_server.port), timeout=30) as connection:
         connection.sendall(
             b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
             + f"POST {DETECT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
@@ -131,4 +130,4 @@ def test_a_place_taken_at_the_head_is_given_back_when_its_request_fails_before_i
     with socket.create_connection(("127.0.0.1", live_server.port), timeout=30) as connection:
         connection.sendall(f"POST {DETECT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {too_large}\r\n\r\n".encode())
         assert read_http_response(connection)[0] == 413
-    assert_every_place_is_free(live_server, DETECT, jpeg, "after-failures")
+    assert_every_place_is_free(live_server, DETECT)

@@ -17,7 +17,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from app.http_protocol import BODY_GRACE_S
+from app.server.http_protocol import BODY_GRACE_S
 from app.main import create_app
 
 from tests.app.conftest import LiveServer, read_http_response, read_metric

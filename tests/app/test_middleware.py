@@ -37,6 +37,6 @@ def test_openapi_docs_are_served(client):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     detect = spec["paths"]["/detect"]["post"]
-    assert set(detect["requestBody"]["content"]) == {"multipart/form-data", "image/*", "application/octet-stream"}
+    assert set(detect["requestBody"]["content"]) == {"multipart/form-data", "image/*", "application/octet-stream", "application/json"}
     assert {p["name"] for p in detect["parameters"]} == {"variant", "budget_ms", "score_thr", "max_dets", "classes", "format"}  # budget_ms: variant=auto (issue 17)
     assert {"/models", "/models/{variant}", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])

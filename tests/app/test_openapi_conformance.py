@@ -9,6 +9,7 @@ every run), no shrinking (a failure shows the first case found).
 
 from __future__ import annotations
 
+import base64
 import io
 
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from schemathesis import GenerationMode
 
-from app.decode import SUPPORTED_FORMATS
+from app.core.decode import SUPPORTED_FORMATS
 from app.main import create_app
 from app.settings import Settings
 
@@ -34,10 +35,10 @@ def encoded_image(image_format: str, size: tuple[int, int]) -> bytes:
 # The document's image bodies are `format: binary` described as "the image (JPEG, PNG, WebP, BMP,
 # TIFF, GIF)"; prose schemathesis cannot read, so its valid binary data are images of those formats
 # (by default it would also send a PDF or a ZIP as "valid"). Non-images: test_bad_uploads, test_decode.
-schemathesis.openapi.format(
-    "binary",
-    st.sampled_from([encoded_image(f, size) for f in SUPPORTED_FORMATS for size in ((1, 1), (64, 48))]),
-)
+VALID_IMAGES = [encoded_image(f, size) for f in SUPPORTED_FORMATS for size in ((1, 1), (64, 48))]
+schemathesis.openapi.format("binary", st.sampled_from(VALID_IMAGES))
+# The JSON image body's field is `format: byte` (base64) described the same way: base64 of those images.
+schemathesis.openapi.format("byte", st.sampled_from([base64.b64encode(image).decode() for image in VALID_IMAGES]))
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 

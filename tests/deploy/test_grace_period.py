@@ -27,7 +27,7 @@ POD_SPECS = {  # (kind, name) -> where the pod spec sits in that object
 def _graceful_s(env: dict[str, str]) -> float:
     """How long the service waits for requests in flight after SIGTERM, with the request deadline
     a container runs with (its env, else the settings' default)."""
-    from app.server import graceful_shutdown_s
+    from app.server.runner import graceful_shutdown_s
     from app.settings import Settings
 
     value = env.get("ATTNZOO_REQUEST_TIMEOUT_S")

@@ -104,7 +104,7 @@ def test_the_timeout_parameter_is_a_deadline_and_a_late_request_never_runs(
     gate, executor, (blocker,) = hold_and_queue(live_server, hold_model, eventually, metric, jpeg, queued=0)
     # Admission refuses (429) a deadline shorter than the predicted wait; while the model is held
     # that prediction can only shrink, so a deadline past it is admitted and then passes in the queue.
-    predicted_s = live_server.app.state.pool.core(VARIANT).batcher.predicted_wait_s() or 0.0
+    predicted_s = live_server.app.state.service.pool.served(VARIANT).batcher.predicted_wait_s() or 0.0
     timeout_us = int((predicted_s + 0.3) * 1e6)  # microseconds (Triton's unit)
     for client, module, status in ((triton_http, httpclient, "504"), (triton_grpc, grpcclient, "StatusCode.DEADLINE_EXCEEDED")):
         with pytest.raises(InferenceServerException) as late:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.batching import MicroBatcher
+from app.core.batching import MicroBatcher
 from model_zoo import load_image
 from model_zoo.visualize import draw_heatmap
 

@@ -153,7 +153,9 @@ def _scene_pil(make_scene, width=160, height=120) -> Image.Image:
         ("text", "image/jpeg", 422, "invalid_image"),
         ("truncated jpeg", "image/jpeg", 422, "invalid_image"),
         ("corrupt png", "image/png", 422, "invalid_image"),
-        ("json content type", "application/json", 415, "unsupported_media_type"),
+        ("json without a base64 image", "application/json", 422, "invalid_image"),
+        ("json of an empty image", "application/json", 400, "empty_body"),
+        ("json base64 of no image", "application/json", 422, "invalid_image"),
         ("form content type", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
         ("text content type", "text/plain", 415, "unsupported_media_type"),
         ("ico format", "image/x-icon", 415, "unsupported_image_format"),
@@ -173,7 +175,9 @@ async def test_bad_input_is_a_4xx_with_a_json_reason(asgi_client, make_scene, jp
         "text": b"definitely not an image",
         "truncated jpeg": jpeg[: len(jpeg) // 2],
         "corrupt png": _pil(scene, "PNG")[:60] + b"\x00" * 2000,
-        "json content type": b'{"image": "no"}',
+        "json without a base64 image": b'{"image": "no"}',
+        "json of an empty image": b'{"image": ""}',
+        "json base64 of no image": json.dumps({"image": base64.b64encode(b"definitely not an image").decode()}).encode(),
         "form content type": jpeg,
         "text content type": jpeg,
         "ico format": _pil(scene, "ICO"),
@@ -193,6 +197,17 @@ async def test_multipart_without_file_field_is_a_400(asgi_client, jpeg):
         response = await http.post("/detect", params={"variant": VARIANT}, files={"picture": ("a.jpg", jpeg, "image/jpeg")})
     body = assert_error(response, 400, "empty_body")
     assert "'file' or 'image'" in body["detail"]
+
+
+def test_a_json_body_with_a_base64_image_is_the_same_upload(client, jpeg):
+    params = {"variant": VARIANT, "score_thr": 0.05}
+    multipart = client.post("/detect", params=params, files={"file": ("a.jpg", jpeg, "image/jpeg")})
+    encoded = base64.b64encode(jpeg).decode()
+    as_json = client.post("/detect", params=params, json={"image": encoded})
+    data_url = client.post("/detect", params=params, json={"image": f"data:image/jpeg;base64,{encoded}"})
+    assert multipart.status_code == as_json.status_code == data_url.status_code == 200, as_json.text
+    assert multipart.json()["detections"] == as_json.json()["detections"] == data_url.json()["detections"]
+    assert multipart.json()["detections"]
 
 
 def test_multipart_field_image_is_accepted_like_file(client, jpeg):
@@ -295,7 +310,7 @@ def _read_http_response(sock: socket.socket) -> bytes:
 
 
 def test_a_model_error_is_a_500_with_request_id_and_the_next_request_works(client, live_server, jpeg, monkeypatch):
-    model = live_server.app.state.pool.core(VARIANT).detector.model
+    model = live_server.app.state.service.pool.served(VARIANT).detector.model
 
     def broken_forward(*args, **kwargs):
         raise RuntimeError("simulated device fault")
@@ -362,12 +377,19 @@ def test_overload_is_a_429_with_retry_after_and_the_service_recovers(live_server
     assert post_image(base_url, jpeg).status_code == 200
 
 
-def test_a_burst_is_refused_at_admission_while_its_uploads_are_still_arriving(live_server, jpeg):
-    # issue 12: admitted requests hold their places while they read and decode their uploads. Before,
-    # a burst was admitted whole (nothing was queued yet) and refused only after that work.
+def test_a_burst_counts_itself_as_its_bodies_arrive(live_server, hold_model, jpeg):
+    # requests whose bodies are read hold their places from then, before they are decoded and
+    # queued: a burst that arrives at once sees itself, and what does not fit is refused at once
     queue_size = live_server.app.state.settings.queue_size
-    connections = upload_heads(live_server, VARIANT_DETECT, jpeg, queue_size + 3, "burst")
+    gate = hold_model(VARIANT)
+    executor = ThreadPoolExecutor(1)
+    blocker = executor.submit(post_image, live_server.base_url, jpeg)
+    assert gate.entered.wait(30)
+    head = f"POST {VARIANT_DETECT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+    connections = [socket.create_connection(("127.0.0.1", live_server.port), timeout=30) for _ in range(queue_size + 3)]
     try:
+        for index, connection in enumerate(connections):
+            connection.sendall(f"{head}X-Request-ID: burst-{index}\r\n\r\n".encode() + jpeg)
         refused = first_answered(connections, 3, timeout=30)
         assert len(refused) == 3
         for connection in refused:
@@ -376,26 +398,31 @@ def test_a_burst_is_refused_at_admission_while_its_uploads_are_still_arriving(li
             assert f"{queue_size} requests are already waiting" in json.loads(body)["detail"]
             assert int(headers["retry-after"]) >= 1
         admitted = [c for c in connections if c not in refused]
-        assert first_answered(admitted, 1, timeout=0.5) == []  # waiting for their bodies, not refused
-        for connection in admitted:
-            connection.sendall(jpeg)
+        assert first_answered(admitted, 1, timeout=0.5) == []  # waiting for the model, not refused
+        gate.release()
         assert [read_http_response(c)[0] for c in admitted] == [200] * queue_size  # their places were kept
+        assert blocker.result().status_code == 200
     finally:
+        gate.release()
+        executor.shutdown()
         for connection in connections:
             connection.close()
 
 
-def test_requests_that_leave_before_their_upload_arrived_give_their_places_back(live_server, access_log, eventually, jpeg):
+def test_requests_whose_bodies_have_not_arrived_hold_no_place_and_leave_none(live_server, access_log, eventually, jpeg):
+    # a place counts once the body is read: clients that send a head and stall cannot fill the queue
     queue_size = live_server.app.state.settings.queue_size
     connections = upload_heads(live_server, VARIANT_DETECT, jpeg, queue_size + 1, "leaving")
-    (refused,) = first_answered(connections, 1, timeout=30)  # the others hold every place
-    assert read_http_response(refused)[0] == 429
-    for connection in connections:
-        connection.close()
+    try:
+        assert first_answered(connections, 1, timeout=0.5) == []  # none refused: they hold nothing
+        assert post_image(live_server.base_url, jpeg).status_code == 200  # another request is served beside them
+    finally:
+        for connection in connections:
+            connection.close()
     ended = lambda: [line for line in access_log if line["request_id"].startswith("leaving-")]  # noqa: E731
     eventually(lambda: len(ended()) == queue_size + 1)  # each logged once its request ended
-    assert sorted(line["status"] for line in ended()) == [429] + [499] * queue_size
-    assert_every_place_is_free(live_server, VARIANT_DETECT, jpeg, "after-leaving")
+    assert sorted(line["status"] for line in ended()) == [499] * (queue_size + 1)
+    assert_every_place_is_free(live_server, VARIANT_DETECT)
 
 
 def test_no_request_keeps_a_place_once_it_ended(live_server, client, jpeg):
@@ -409,7 +436,7 @@ def test_no_request_keeps_a_place_once_it_ended(live_server, client, jpeg):
         image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(data).decode()]}
         answer = client.post(f"/v2/models/{VARIANT}/infer", json={"inputs": [image]})
         assert answer.status_code // 100 == (2 if data is jpeg else 4), answer.text[:200]
-    assert_every_place_is_free(live_server, VARIANT_DETECT, jpeg, "after-doors")
+    assert_every_place_is_free(live_server, VARIANT_DETECT)
 
 
 def request_timeout(app, zoo, seconds: float):
@@ -420,7 +447,7 @@ def request_timeout(app, zoo, seconds: float):
 def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_runs(live_server, hold_model, metric, jpeg, zoo, caplog):
     # issue 12: refused at admission, with a Retry-After from the measured batches, not a 504 later
     base_url = live_server.base_url
-    batcher = live_server.app.state.pool.core(VARIANT).batcher
+    batcher = live_server.app.state.service.pool.served(VARIANT).batcher
     assert post_image(base_url, jpeg).status_code == 200  # a measured batch to predict from
     batches_before = metric(base_url, "attnzoo_batch_size_count", variant=VARIANT)
     own_counted_s = batcher.predicted_wait_s()  # idle: its own batch, as admission counts it (average + spread)
@@ -428,7 +455,7 @@ def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_ru
     executor = ThreadPoolExecutor(1)
     blocker = executor.submit(post_image, base_url, jpeg)
     assert gate.entered.wait(30)
-    own_batch_s = batcher.predicted_batch_s(1)
+    own_batch_s = batcher.cost.seconds(1)
     with request_timeout(live_server.app, zoo, own_batch_s / 2), caplog.at_level(logging.INFO, logger="attnzoo.errors"):
         refused = post_image(base_url, jpeg)  # less than its own batch alone
     body = assert_error(refused, 429, "overloaded")
@@ -447,7 +474,7 @@ def test_a_request_that_cannot_make_its_deadline_is_refused_at_once_and_never_ru
 
 def test_a_request_past_its_deadline_is_a_504_and_never_runs(live_server, hold_model, eventually, metric, jpeg, zoo):
     base_url = live_server.base_url
-    batcher = live_server.app.state.pool.core(VARIANT).batcher
+    batcher = live_server.app.state.service.pool.served(VARIANT).batcher
     assert post_image(base_url, jpeg).status_code == 200  # a measured batch to predict from
     batches_before = metric(base_url, "attnzoo_batch_size_count", variant=VARIANT)
     gate = hold_model(VARIANT)

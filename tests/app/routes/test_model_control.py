@@ -35,7 +35,7 @@ def control_server(zoo: Zoo, tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def _weights_file(server: LiveServer, variant: str) -> Path:
-    return server.app.state.pool.slot(variant).weights_path
+    return server.app.state.service.pool.slot(variant).weights_path
 
 
 def _rss_bytes() -> int:
@@ -66,10 +66,10 @@ def test_reload_swaps_the_weights_and_running_requests_finish_on_the_old_model(c
     base = control_server.base_url
     path = _weights_file(control_server, "attn0010")
     old_sha = sha256_file(path)
-    old_model = control_server.app.state.pool.core("attn0010").detector.model
+    old_model = control_server.app.state.service.pool.served("attn0010").detector.model
     gate = ModelGate()
     old_model.forward = gate.wrap(old_model.forward)
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(3) as pool:
         running = pool.submit(httpx.post, f"{base}/detect", params={"variant": "attn0010"}, content=jpeg, timeout=120)
         assert gate.entered.wait(60)  # the request is inside the old model's forward
         write_synthetic_checkpoint(load_registry(zoo.metafile).resolve("attn0010"), path, seed=99)  # new weights
@@ -78,10 +78,11 @@ def test_reload_swaps_the_weights_and_running_requests_finish_on_the_old_model(c
         swapped = reloaded.result(300)
         assert swapped.status_code == 200, swapped.text
         assert swapped.json()["sha256"] == new_sha != old_sha
-        after = httpx.post(f"{base}/detect", params={"variant": "attn0010"}, content=jpeg, timeout=120)
-        assert after.status_code == 200 and after.json()["sha256"] == new_sha  # new requests: the new model
+        # a new request goes to the new model, whose forward waits for the device (held by the old one)
+        later = pool.submit(httpx.post, f"{base}/detect", params={"variant": "attn0010"}, content=jpeg, timeout=120)
         gate.release()
-        held = running.result(120)
+        held, after = running.result(120), later.result(120)
+    assert after.status_code == 200 and after.json()["sha256"] == new_sha  # new requests: the new model
     assert held.status_code == 200 and held.json()["sha256"] == old_sha  # it finished on the old model
     assert metric(base, "attnzoo_model_control_total", variant="attn0010", action="load", outcome="ok") == 1
 
@@ -108,7 +109,7 @@ def test_weights_that_fail_verification_leave_the_old_model_serving(zoo, tmp_pat
 
 def test_unload_frees_the_model_memory_and_load_serves_it_again(control_server, jpeg):
     base = control_server.base_url
-    core = control_server.app.state.pool.core("attn0010")
+    core = control_server.app.state.service.pool.served("attn0010")
     parameter_bytes = sum(p.numel() * p.element_size() for p in core.detector.model.parameters())
     del core
     before = _rss_bytes()
@@ -136,16 +137,16 @@ def test_load_serves_a_variant_the_service_was_not_started_with(control_server, 
 
 def test_one_control_action_at_a_time(control_server, monkeypatch):
     base = control_server.base_url
-    pool = control_server.app.state.pool
+    pool = control_server.app.state.service.pool
     started, release = threading.Event(), threading.Event()
-    build = pool._build_core
+    build = pool._build
 
     def slow_build(*args, **kwargs):
         started.set()
         release.wait(60)
         return build(*args, **kwargs)
 
-    monkeypatch.setattr(pool, "_build_core", slow_build)  # holds the first load until released
+    monkeypatch.setattr(pool, "_build", slow_build)  # holds the first load until released
     with ThreadPoolExecutor(1) as executor:
         first = executor.submit(httpx.post, f"{base}/models/attn0010/load", headers=AUTH, timeout=300)
         assert started.wait(60)

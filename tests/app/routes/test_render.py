@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.image_responses import ResponseFormat, negotiate, parse_accept, quality_of
+from app.api.image_responses import ResponseFormat, negotiate, parse_accept, quality_of
 from model_zoo import Detection, load_image
 from model_zoo.visualize import class_color, draw_detections
 

@@ -1,0 +1,207 @@
+"""Pure ASGI middleware: the request context (id, access log, metrics, tickets) and the body's
+size, time and rate limits.
+
+Every HTTP request gets a :class:`~app.server.context.RequestContext` (made at its head when the
+head hook saw it): an id (the client's ``X-Request-ID`` when it is a sane token, else a new one),
+echoed as the ``X-Request-ID`` response header, and a record that the dependencies, the core and
+the error handlers fill in. When the response is done, the record becomes one access-log line and
+the request metrics (:class:`~app.server.access_log.AccessLog`), and the request's tickets close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..core.metrics import ServiceMetrics
+from ..error_bodies import REQUEST_ID_HEADER
+from .access_log import AccessLog
+from .context import CONTEXT_KEY, FrontDoors, RequestContext, context_of, new_context
+
+UNMATCHED_ENDPOINT = "unmatched"  # one label value for every path no route or mount serves
+PREFLIGHT_ENDPOINT = "cors_preflight"  # CORS preflights, answered by CORSMiddleware before routing
+
+
+class BodyTooLargeError(ValueError):
+    """The request body is (or announces itself) longer than the limit."""
+
+    def __init__(self, max_bytes: int, announced: int | None = None) -> None:
+        size = f"announces {announced} bytes" if announced is not None else "is longer"
+        super().__init__(f"the request body {size}; the limit is {max_bytes} bytes (ATTNZOO_MAX_BODY_BYTES)")
+
+
+class RequestBodyTimeoutError(Exception):
+    """The request body did not arrive within the request deadline, or far slower than the minimum rate."""
+
+
+class RequestContextMiddleware:
+    """Gives each request its context (or adopts the one its head got), and ends it: the
+    ``X-Request-ID`` header, the access-log line and metrics, its tickets closed."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, doors: FrontDoors) -> None:
+        self.app = app
+        self.access_log = AccessLog(metrics)
+        self.doors = doors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        context = context_of(scope)
+        if context is None:
+            context = new_context(scope.get("headers", ()), scope.get("path", ""), self.doors)
+            scope.setdefault("state", {})[CONTEXT_KEY] = context
+        status = 500  # if the app raises before answering
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = context.record.request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            context.close()
+            self._log(scope, context, status, time.perf_counter() - started)
+
+    def _log(self, scope: Scope, context: RequestContext, status: int, seconds: float) -> None:
+        client = scope.get("client")
+        self.access_log.finish(
+            context.record,
+            protocol=context.door.protocol,
+            endpoint=endpoint_label(scope),
+            method=scope.get("method"),
+            path=scope.get("path"),
+            query=scope.get("query_string", b"").decode("latin-1"),
+            status=status,
+            seconds=seconds,
+            client=f"{client[0]}:{client[1]}" if client else None,
+        )
+
+
+def endpoint_label(scope: Scope) -> str:
+    """The ``endpoint`` label of a finished request: the path template of the route or mount that
+    served it (``/models/{variant}``, ``/static/{path}``, ``/metrics``); :data:`PREFLIGHT_ENDPOINT`
+    for a CORS preflight (CORSMiddleware answers those itself, for any path); else
+    :data:`UNMATCHED_ENDPOINT`.
+
+    FastAPI records its own routes in ``scope["route"]``; Starlette routes and mounts (the page's
+    files, the docs assets) leave none, so those are matched here against the app's routes.
+    """
+    route = scope.get("route") or _plain_route_serving(scope)
+    label = getattr(route, "path_format", None)
+    if label:
+        return str(label)
+    return PREFLIGHT_ENDPOINT if _is_preflight(scope) else UNMATCHED_ENDPOINT
+
+
+def _plain_route_serving(scope: Scope) -> BaseRoute | None:
+    # A mount that answered has moved root_path to its prefix; match from the app's own root.
+    probe = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+    routes: list[BaseRoute] = getattr(scope.get("app"), "routes", [])
+    for route in routes:
+        if getattr(route, "path_format", None) and route.matches(probe)[0] is not Match.NONE:
+            return route
+    return None
+
+
+def _is_preflight(scope: Scope) -> bool:
+    return scope.get("method") == "OPTIONS" and any(name == b"access-control-request-method" for name, _ in scope.get("headers", ()))
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413, without reading them whole; bodies not in
+    within ``timeout_s`` of the request's start, or arriving slower than ``min_rate``, with 408.
+
+    A ``Content-Length`` over the limit is answered at once (in its front door's error body),
+    before any body byte is read; a body without one (chunked) is counted while it streams in, and
+    the read that crosses the limit raises :class:`BodyTooLargeError` (413 through the error
+    handlers). While the app waits for the body, the body must average ``min_rate`` bytes per
+    second of that waiting once ``grace_s`` seconds of it have passed (time the app spends not
+    reading does not count: the client cannot be blamed for it): a read that falls behind, or is
+    still waiting at the deadline, raises :class:`RequestBodyTimeoutError` (408, connection closed),
+    so a stalled upload ends its request long before its deadline. Once the body is in, reads (the
+    app waiting for a disconnect) are not limited.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, min_rate: float, grace_s: float, doors: FrontDoors) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.min_rate = min_rate
+        self.grace_s = grace_s
+        self.doors = doors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        announced = _content_length(scope)
+        if announced is not None and announced > self.max_bytes:
+            await self._refuse_too_large(scope, send, BodyTooLargeError(self.max_bytes, announced))
+            return
+        loop = asyncio.get_running_loop()
+        received = 0
+        waited_s = 0.0  # time the app spent waiting for body bytes
+        body_done = False
+        deadline = loop.time() + self.timeout_s
+
+        async def receive_within_limits() -> Message:
+            nonlocal received, waited_s, body_done
+            if body_done:
+                return await receive()
+            began = loop.time()
+            limit = deadline - began
+            if self.min_rate > 0:
+                limit = min(limit, max(self.grace_s, received / self.min_rate) - waited_s)
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, limit))
+            except asyncio.TimeoutError:
+                raise RequestBodyTimeoutError(self._timeout_reason(received, waited_s + loop.time() - began)) from None
+            waited_s += loop.time() - began
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLargeError(self.max_bytes)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
+            return message
+
+        await self.app(scope, receive_within_limits, send)
+
+    def _timeout_reason(self, received: int, waited_s: float) -> str:
+        if self.min_rate > 0 and waited_s < self.timeout_s:
+            return (
+                f"the request body arrived too slowly: {received} bytes in {waited_s:.1f} s, under the minimum of "
+                f"{self.min_rate:g} bytes/s (ATTNZOO_MIN_BODY_RATE)"
+            )
+        return f"the request body did not arrive within {self.timeout_s:g} s (ATTNZOO_REQUEST_TIMEOUT_S)"
+
+    async def _refuse_too_large(self, scope: Scope, send: Send, error: BodyTooLargeError) -> None:
+        context = context_of(scope)
+        door = context.door if context is not None else self.doors.of(scope.get("path", ""))
+        request_id = context.record.request_id if context is not None else None
+        if context is not None:
+            context.record.error = "body_too_large"
+        body = json.dumps(door.error_body("body_too_large", str(error), request_id), separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
