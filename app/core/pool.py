@@ -292,7 +292,7 @@ class VariantPool:
         )
         latency = LatencyWindow(self.settings.latency_window)
         if self.settings.warmup:
-            warm_s = _warm_up(detector)
+            warm_s = warm_up(detector)
             batcher.cost.observe(1, warm_s)  # admission knows the variant from its first request on
             latency.observe(warm_s)  # a measured variant can be chosen by variant=auto
         return ServedVariant(
@@ -385,7 +385,7 @@ class VariantPool:
         return reason.replace(str(self.weights_dir), WEIGHTS_DIR_NAME)
 
 
-def _warm_up(detector: Detector) -> float:
+def warm_up(detector: Detector) -> float:
     """Two forwards on a gray image of the test scale (long × short side), landscape; the seconds
     of the second (the first pays for the process's cold start).
 

@@ -176,11 +176,20 @@ class ServedVariant:
     def _prepare(self, image: ImageData, header: ImageHeader | None) -> tuple[np.ndarray, PreparedImage]:
         """Decode (unless already decoded) and resize: (original BGR image, prepared image)."""
         pixels = image if isinstance(image, np.ndarray) else self._decode(image, header)
-        try:
-            return pixels, self.detector.prepare(pixels)
-        except Exception as exc:  # noqa: BLE001 - the image decoded, so its shape is what the resize refused
-            height, width = pixels.shape[:2]
-            raise ImageUnprocessableError(f"a {width}x{height} image cannot be resized for the model: {exc}") from exc
+        return pixels, prepare(self.detector, pixels)
+
+
+def prepare(detector: Detector, pixels: np.ndarray) -> PreparedImage:
+    """``pixels`` (H, W, 3) BGR uint8, resized for ``detector``'s model.
+
+    Raises:
+        ImageUnprocessableError: a decoded image the resize refuses (e.g. a side that would be 0).
+    """
+    try:
+        return detector.prepare(pixels)
+    except Exception as exc:  # noqa: BLE001 - the image decoded, so its shape is what the resize refused
+        height, width = pixels.shape[:2]
+        raise ImageUnprocessableError(f"a {width}x{height} image cannot be resized for the model: {exc}") from exc
 
 
 async def _wait(future: Future[BatchOutcome[T]], deadline: float) -> BatchOutcome[T]:

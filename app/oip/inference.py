@@ -14,7 +14,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..core.errors import InvalidParameterError
-from ..core.requests import DetectOutcome, DetectParams, DetectRequest, parse_classes
+from model_zoo import DetectionResult
+
+from ..core.requests import DetectParams, DetectRequest, parse_classes
 from ..core.service import InferenceService
 from ..core.ticket import Ticket
 from .contract import IMAGE_INPUT, OUTPUT_BY_NAME, OUTPUTS, ParameterValue
@@ -147,11 +149,11 @@ async def infer(service: InferenceService, ticket: Ticket, request: V2Request) -
     """
     ticket.shorten_deadline(request.parameters.timeout_s)
     outcome = await service.detect(ticket, DetectRequest(request.images, request.parameters.detect))
-    arrays = detection_outputs(outcome)
+    arrays = detection_outputs([image.result for image in outcome.images])
     return {name: arrays[name] for name in request.outputs}
 
 
-def detection_outputs(outcome: DetectOutcome) -> dict[str, np.ndarray]:
+def detection_outputs(results: Sequence[DetectionResult]) -> dict[str, np.ndarray]:
     """The four output tensors of B images' detections (in :data:`~contract.OUTPUTS` order).
 
     Returns:
@@ -159,7 +161,6 @@ def detection_outputs(outcome: DetectOutcome) -> dict[str, np.ndarray]:
         in original-image pixels; detection_scores Tensor[B, K] float32; detection_classes
         Tensor[B, K] int32 (labels 0..79). K = the largest count; rows past a count are zero.
     """
-    results = [image.result for image in outcome.images]
     counts = [len(result.detections) for result in results]
     batch, most = len(results), max(counts, default=0)
     boxes = np.zeros((batch, most, 4), dtype=np.float32)

@@ -8,6 +8,5 @@ model per variant, answering the same v2 contract as ``attnzoo serve``'s Open In
                      has torch and attnzoo, then delegates to backend.py
     backend.py       inside Triton's Python backend: load and verify the variant, then decode →
                      engine → v2 outputs for each batch Triton forms
-    serve_parts.py   what the Triton model shares with ``attnzoo serve`` (one import place)
     cli.py           ``attnzoo triton-repo``
 """

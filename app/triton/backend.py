@@ -31,20 +31,15 @@ import numpy as np
 
 from model_zoo import Detector, HashMismatchError, PreparedImage, keep_freed_memory, load_detector, load_registry
 
+from ..core.decode import UploadError, decode_upload
+from ..core.errors import ImageUnprocessableError, InvalidParameterError
+from ..core.pool import warm_up
+from ..core.requests import DetectParams
+from ..core.served_variant import prepare
+from ..oip.contract import IMAGE_INPUT
+from ..oip.inference import detection_outputs, parse_parameters
 from .model_config import ModelParameters, as_triton_output
 from .repository import METAFILE_NAME
-from .serve_parts import (
-    IMAGE_INPUT,
-    DetectOutcome,
-    DetectParams,
-    ImageUnprocessableError,
-    InvalidParameterError,
-    UploadError,
-    decode_upload,
-    detection_outputs,
-    parse_parameters,
-    warm_up,
-)
 
 # Triton's own module: importable only inside its Python backend's stub (no package, no type stubs).
 pb_utils = importlib.import_module("triton_python_backend_utils")
@@ -108,11 +103,8 @@ class VariantModel:
             if not isinstance(item, _ReadRequest):
                 responses.append(pb_utils.InferenceResponse(error=item))
                 continue
-            outcomes = [
-                DetectOutcome(next(results).filter(item.params.score_thr, item.params.max_dets, item.params.labels), image, {}, len(prepared))
-                for image in item.images
-            ]
-            tensors = [pb_utils.Tensor(name, as_triton_output(name, array)) for name, array in detection_outputs(outcomes).items()]
+            filtered = [next(results).filter(item.params.score_thr, item.params.max_dets, item.params.labels) for _ in item.images]
+            tensors = [pb_utils.Tensor(name, as_triton_output(name, array)) for name, array in detection_outputs(filtered).items()]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
 
@@ -125,16 +117,9 @@ class VariantModel:
             params = parse_parameters(json.loads(request.parameters())).detect
             uploads = pb_utils.get_input_tensor_by_name(request, IMAGE_INPUT).as_numpy().ravel()
             images = [decode_upload(bytes(upload), max_pixels=self.parameters.max_pixels).pixels for upload in uploads]
-            return _ReadRequest(params, images, [self._prepare(image) for image in images])
+            return _ReadRequest(params, images, [prepare(self.detector, image) for image in images])
         except (InvalidParameterError, UploadError, ImageUnprocessableError) as exc:
             return pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
-
-    def _prepare(self, image: np.ndarray) -> PreparedImage:
-        try:
-            return self.detector.prepare(image)
-        except Exception as exc:  # noqa: BLE001 - the image decoded, so its shape is what the resize refused
-            height, width = image.shape[:2]
-            raise ImageUnprocessableError(f"a {width}x{height} image cannot be resized for the model: {exc}") from exc
 
 
 def _repository_checkpoint_refused(path: Path, sha256: str, expected: str) -> HashMismatchError:

@@ -24,7 +24,9 @@ import numpy as np
 
 from model_zoo import COCO_CLASSES
 
-from .serve_parts import DEFAULT_SCORE_THR, INPUTS, OUTPUT_BY_NAME, OUTPUTS, SETTINGS_DEFAULTS, TensorSpec
+from ..core.requests import DEFAULT_SCORE_THR
+from ..oip.contract import INPUTS, OUTPUT_BY_NAME, OUTPUTS, TensorSpec
+from ..settings import Settings
 
 InstanceKind = Literal["gpu", "cpu"]
 _TRITON_TYPES = {"BYTES": "TYPE_STRING", "INT32": "TYPE_INT32", "FP32": "TYPE_FP32"}  # v2 datatype → config data_type
@@ -86,12 +88,12 @@ class ModelParameters:
 class Scheduling:
     """How Triton batches, queues and places a model (the service's defaults: ``ATTNZOO_*``)."""
 
-    max_batch_size: int = SETTINGS_DEFAULTS["max_batch"].default
+    max_batch_size: int = Settings.model_fields["max_batch"].default
     instance_kind: InstanceKind = "gpu"
     instances: int = 1  # per GPU with "gpu", in all with "cpu"
-    max_queue_delay_us: int = round(SETTINGS_DEFAULTS["max_wait_ms"].default * 1000)
-    max_queue_size: int = SETTINGS_DEFAULTS["queue_size"].default
-    queue_timeout_us: int = round(SETTINGS_DEFAULTS["request_timeout_s"].default * _MICROSECONDS)
+    max_queue_delay_us: int = round(Settings.model_fields["max_wait_ms"].default * 1000)
+    max_queue_size: int = Settings.model_fields["queue_size"].default
+    queue_timeout_us: int = round(Settings.model_fields["request_timeout_s"].default * _MICROSECONDS)
 
 
 def model_config(parameters: ModelParameters, scheduling: Scheduling) -> dict[str, Any]:

@@ -33,7 +33,8 @@ import yaml
 from model_zoo import AttnzooError, Registry, VariantEntry, existing_weights_path, hash_prefix_of, verify_weights
 
 from .model_config import ModelParameters, Scheduling, model_config, to_pbtxt
-from .serve_parts import MODEL_VERSION, SETTINGS_DEFAULTS
+from ..oip.contract import MODEL_VERSION
+from ..settings import Settings
 
 WeightsMode = Literal["copy", "link"]
 METAFILE_NAME = "metafile.yml"
@@ -128,9 +129,9 @@ def _write_model(
         weights_file=checkpoint.name,
         sha256=item.sha256,
         cpu_kernels=cpu_kernels,
-        max_pixels=SETTINGS_DEFAULTS["max_pixels"].default,
-        keep_freed_memory=SETTINGS_DEFAULTS["keep_freed_memory"].default,
-        malloc_arenas=SETTINGS_DEFAULTS["malloc_arenas"].default,
+        max_pixels=Settings.model_fields["max_pixels"].default,
+        keep_freed_memory=Settings.model_fields["keep_freed_memory"].default,
+        malloc_arenas=Settings.model_fields["malloc_arenas"].default,
     )
     (folder / "config.pbtxt").write_text(to_pbtxt(model_config(parameters, scheduling)), encoding="utf-8")
     (version / MODEL_FILE).write_bytes(resources.files(__package__).joinpath("stub_model.py").read_bytes())

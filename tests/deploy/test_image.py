@@ -210,7 +210,7 @@ def excluded(dockerignore):
         ".git/HEAD",
         "tests/deploy/conftest.py",
         "model_zoo/__pycache__/registry.cpython-312.pyc",
-        "app/routes/__pycache__/detect.cpython-312.pyc",
+        "app/api/routes/__pycache__/detect.cpython-312.pyc",
         "attnzoo.egg-info/PKG-INFO",
         ".pytest_cache/v/cache/nodeids",
         "coco/val2017/000000000139.jpg",

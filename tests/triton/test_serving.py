@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 from google.protobuf.json_format import MessageToDict
 from tritonclient.utils import InferenceServerException
 
-from app.oip.metadata import OUTPUTS
+from app.oip.contract import OUTPUTS
 from model_zoo import COCO_CLASSES
 from model_zoo.weights import sha256_file
 from tests.triton.client_script import (
