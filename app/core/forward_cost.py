@@ -4,8 +4,9 @@ A forward of ``n`` images takes about ``fixed_s + per_image_s × n`` seconds. Bo
 least squares over the recent forwards, each weighted by an exponential decay (the newest weighs
 ``smoothing``), so the fit follows what happens now and an old measurement fades as new ones come
 in. On a CPU, where the engine runs images one after another, ``fixed_s`` comes out near 0; on a
-GPU a batch shares its fixed cost. While the recent forwards all had one size, the fit is
-proportional (``fixed_s`` = 0), which makes every other size a linear scaling of it.
+GPU a batch shares its fixed cost. While the recent forwards had (nearly) one size, the fit is
+proportional (``fixed_s`` = 0: the mean seconds per image), which makes every other size a linear
+scaling of it.
 
 The spread is the decayed mean of ``|measured - predicted| / predicted``: a relative deviation, so
 that it applies to any size. The lone floor is the fastest of the recent forwards of one image: what
@@ -17,6 +18,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
+
+MIN_SIZE_SPREAD = 0.05  # variance of the recent sizes, relative to their mean squared, that a fixed cost needs
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,14 @@ class ForwardCost:
     def _refit(self) -> CostFit:
         mean_n, mean_s = self._n / self._weight, self._s / self._weight
         variance_n = self._nn / self._weight - mean_n * mean_n
-        if variance_n > 1e-9 * mean_n * mean_n:
+        # a line through sizes that hardly vary (one old batch among lone forwards) extrapolates
+        # wildly: the fixed cost is fit only when the recent forwards had several sizes
+        if variance_n > MIN_SIZE_SPREAD * mean_n * mean_n:
             per_image = (self._ns / self._weight - mean_n * mean_s) / variance_n
             fixed = mean_s - per_image * mean_n
             if per_image > 0 and fixed >= 0:
                 return CostFit(fixed, per_image)
-            if per_image > 0:  # a negative fixed cost is noise: the best fit through the origin instead
-                return CostFit(0.0, self._ns / self._nn)
-        return CostFit(0.0, mean_s / mean_n)  # one size only, or larger batches measured faster: proportional
+        return CostFit(0.0, mean_s / mean_n)  # proportional: seconds per image on average
 
     def seconds(self, size: int) -> float | None:
         """Predicted seconds of a forward of ``size`` images; None before the first forward."""

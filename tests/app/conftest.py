@@ -144,6 +144,26 @@ def _write_full_zoo(root: Path, zoo: Zoo) -> Zoo:
     return Zoo(root, metafile, weights_dir, zoo.results_dir)
 
 
+def write_scaled_zoo(root: Path, zoo: Zoo, scale: tuple[int, int] | None) -> Zoo:
+    """``zoo``'s registry and checkpoints (hard links; every variant loadable, as
+    ``_write_full_zoo``) at another test-time scale: (long, short), or None for the official one."""
+    full = _write_full_zoo(root / "full", zoo)
+    arch_dir = root / "arch"
+    arch_dir.mkdir(parents=True)
+    raw = yaml.safe_load(full.metafile.read_text(encoding="utf-8"))
+    for model in raw["Models"]:
+        arch = {"_base_": model["Config"]}
+        if scale is not None:
+            arch["preprocess"] = {"scale": list(scale)}
+        else:  # the bundled architecture's own scale and proposals
+            arch = {"_base_": str(BUNDLED_ARCHITECTURES / f"{load_registry().resolve(model['Alias']).config}.yml")}
+        (arch_dir / f"{model['Alias']}.yml").write_text(yaml.safe_dump(arch), encoding="utf-8")
+        model["Config"] = str(arch_dir / f"{model['Alias']}.yml")
+    metafile = root / "metafile.yml"
+    metafile.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return Zoo(root, metafile, full.weights_dir, zoo.results_dir)
+
+
 def wait_until_settled(pool: VariantPool, timeout: float) -> bool:
     """Wait until every requested variant of ``pool`` is loaded or unavailable; False on timeout."""
     deadline = time.monotonic() + timeout

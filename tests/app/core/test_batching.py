@@ -453,3 +453,41 @@ def test_a_withdrawn_request_is_freed_by_reference_counting(make_batcher, eventu
     assert future.cancel()
     fn.gate.set()
     eventually(lambda: watched() is None)
+
+
+def test_a_request_of_several_items_is_admitted_whole_or_not_at_all(make_batcher):
+    fn = Recorder()
+    batcher = make_batcher(fn, max_batch=1, queue_size=4)
+    running = running_at_gate(batcher, fn)
+    first = batcher.admit(far(), count=3)
+    with pytest.raises(QueueFullError, match="2 images do not fit"):
+        batcher.admit(far(), count=2)  # one place is left: none is taken
+    second = batcher.admit(far())  # the last place
+    queued = [batcher.submit(item, far(), first) for item in (1, 2, 3)]  # its items take its places over
+    with pytest.raises(QueueFullError):
+        batcher.admit(far())
+    second.release()
+    fn.gate.set()
+    assert [f.result(5).result for f in (running, *queued)] == [0, 2, 4, 6]
+
+
+def test_an_idle_batcher_admits_a_request_its_figures_would_refuse(make_batcher):
+    # one batch that ran slow (here: a batch of 4 held 1 s) must not shut the model out: with
+    # nothing running or waiting, a request whose deadline outlasts the fastest lone forward runs
+    fn = Sleeper(0.05)
+    batcher = make_batcher(fn, max_batch=4, max_wait_s=0.3)
+    batcher.submit(0, far()).result(30)  # a lone forward: about 0.05 s
+    fn.seconds = 1.0
+    for future in [batcher.submit(item, far()) for item in range(4)]:
+        future.result(30)
+    fn.seconds = 0.05
+    lone_floor = batcher.cost.lone_floor_s()
+    assert lone_floor is not None and lone_floor < 0.2
+    deadline_s = 0.4  # what admission counts for a lone request is more, the fastest lone forward less
+    counted_s = batcher.predicted_wait_s()
+    assert counted_s is not None and counted_s > deadline_s
+    outcome = batcher.submit(9, time.monotonic() + deadline_s).result(30)
+    assert outcome.result == 18
+    assert batcher.predicted_wait_s() < counted_s  # what it measured brought the figures down
+    with pytest.raises(DeadlineUnreachableError):
+        batcher.submit(10, time.monotonic() + lone_floor / 2)  # shorter than any lone forward: refused
