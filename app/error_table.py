@@ -26,7 +26,6 @@ from starlette.requests import ClientDisconnect
 
 from model_zoo import AttentionQueryError, ImageDecodeError, UnknownVariantError
 
-from .api.admin_auth import ModelControlDisabledError, NotAuthorizedError
 from .api.schemas import ErrorResponse
 from .api.upload import UnsupportedMediaTypeError
 from .core.decode import EmptyUploadError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
@@ -36,7 +35,9 @@ from .core.errors import (
     DeadlineExceededError,
     ImageUnprocessableError,
     InvalidParameterError,
+    ModelControlDisabledError,
     ModelExecutionError,
+    NotAuthorizedError,
     NoVariantLoadedError,
     OverloadedError,
     ServiceNotStartedError,
@@ -47,9 +48,9 @@ from .core.errors import (
 )
 from .error_bodies import CLIENT_CLOSED, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, detail_body
 from .oip.contract import UnknownModelVersionError
-from .oip.errors import InferenceRequestError, ServerNotReadyError, TensorDataError
+from .oip.errors import ExtensionRequestError, InferenceRequestError, ServerNotReadyError, TensorDataError
 from .server.context import context_of
-from .server.middleware import BodyTooLargeError, RequestBodyTimeoutError
+from .server.middleware import BodyTooLargeError, ContentDecodingError, RequestBodyTimeoutError, UnsupportedContentEncodingError
 
 logger = logging.getLogger("attnzoo.errors")
 
@@ -67,7 +68,7 @@ class ErrorSpec:
 
 
 # Most specific first: the first entry the exception is an instance of wins.
-ERROR_TABLE: dict[type[BaseException], ErrorSpec] = {
+ERROR_TABLE: dict[type[Exception], ErrorSpec] = {
     UnknownVariantError: ErrorSpec(404, "unknown_variant", "unknown variant (the body lists the valid ones)", Code.NOT_FOUND),
     # 404, not 503: it never loads in this process, so there is nothing to retry (no Retry-After)
     VariantNotServedError: ErrorSpec(404, "variant_not_served", "a registry variant this process was not started with", Code.NOT_FOUND),
@@ -79,6 +80,10 @@ ERROR_TABLE: dict[type[BaseException], ErrorSpec] = {
     ),
     EmptyUploadError: ErrorSpec(400, "empty_body", "empty body", Code.INVALID_ARGUMENT),
     UnsupportedMediaTypeError: ErrorSpec(415, "unsupported_media_type", "unsupported Content-Type", Code.INVALID_ARGUMENT),
+    UnsupportedContentEncodingError: ErrorSpec(
+        415, "unsupported_content_encoding", "a body Content-Encoding other than gzip or deflate (see Accept-Encoding)", Code.INVALID_ARGUMENT
+    ),
+    ContentDecodingError: ErrorSpec(400, "invalid_content_encoding", "a body that does not inflate as its Content-Encoding says", Code.INVALID_ARGUMENT),
     UnsupportedFormatError: ErrorSpec(415, "unsupported_image_format", "unsupported image format", Code.INVALID_ARGUMENT),
     # an oversize gRPC message is grpc's own RESOURCE_EXHAUSTED
     BodyTooLargeError: ErrorSpec(413, "body_too_large", "body too large", Code.INVALID_ARGUMENT),
@@ -95,6 +100,9 @@ ERROR_TABLE: dict[type[BaseException], ErrorSpec] = {
     RequestValidationError: ErrorSpec(422, "invalid_parameter", "invalid parameter", Code.INVALID_ARGUMENT),
     InferenceRequestError: ErrorSpec(400, "invalid_inference_request", "an inference request the model cannot run", Code.INVALID_ARGUMENT),
     TensorDataError: ErrorSpec(400, "invalid_inference_request", "an inference request the model cannot run", Code.INVALID_ARGUMENT),
+    ExtensionRequestError: ErrorSpec(
+        400, "invalid_extension_request", "statistics of auto, or load parameters the service does not take", Code.INVALID_ARGUMENT
+    ),
     OverloadedError: ErrorSpec(
         429, "overloaded", "queue full, or the work ahead would keep it past its deadline (see Retry-After)", Code.RESOURCE_EXHAUSTED,
         log="line",
@@ -114,7 +122,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorSpec] = {
 # What a route that takes an uploaded image can answer, besides its own errors.
 UPLOAD_ERRORS: tuple[type[Exception], ...] = (
     EmptyUploadError, UnsupportedMediaTypeError, UnsupportedFormatError, BodyTooLargeError, RequestBodyTimeoutError,
-    TooManyPixelsError, NotAnImageError, ImageUnprocessableError,
+    TooManyPixelsError, NotAnImageError, ImageUnprocessableError, UnsupportedContentEncodingError, ContentDecodingError,
 )  # fmt: skip
 # What a route that runs a variant's model can answer.
 MODEL_ERRORS: tuple[type[Exception], ...] = (

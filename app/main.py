@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, cast
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from model_zoo import keep_freed_memory, load_registry
+from model_zoo import build_info, keep_freed_memory, load_registry
 
 from .api import DOOR as API_DOOR
 from .api.measured_figures import MeasuredFigures
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> AttnzooAPI:
             logger.warning("demo mode (--demo): variants without their official weights serve synthetic stand-ins")
         service.start(VariantPool(registry, requested, settings, metrics))
         try:
-            async with serving_grpc(service, settings, metrics, version=app.version):
+            async with serving_grpc(service, settings, metrics):
                 yield
         finally:
             await run_in_threadpool(service.stop)
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> AttnzooAPI:
     app = AttnzooAPI(
         title="attnzoo",
         description=DESCRIPTION,
-        version="0.1.0",
+        version=build_info().version,
         lifespan=lifespan,
         docs_url=None,  # routes.docs serves /docs and /redoc with local assets
         redoc_url=None,
@@ -119,7 +119,8 @@ def create_app(settings: Settings | None = None) -> AttnzooAPI:
     routers = [module.router for module in (detect, compare, attention, models, health, pages, oip_http)]
     for router in routers:
         app.include_router(router)
-    app.add_route(METRICS_PATH, metrics.endpoint())
+    # an ASGI app, which Starlette routes to as one (add_route's annotation names request handlers only)
+    app.add_route(METRICS_PATH, cast(Any, metrics.endpoint()))
     app.mount("/static", pages.PageFiles(), name="static")
     if settings.docs:
         app.include_router(docs.router)

@@ -104,10 +104,9 @@ def time_variant(detector, prepared: Sequence, args: argparse.Namespace, kernels
 
 
 def run(args: argparse.Namespace) -> list[BatchTiming]:
+    from benchmarks.speed import scaled_registry
     from model_zoo.predictor import load_detector
     from model_zoo.synth import write_synthetic_checkpoint
-
-    from benchmarks.speed import scaled_registry
 
     registry = scaled_registry(args.scale)
     images = scenes(max(args.batch_sizes))

@@ -215,8 +215,10 @@ def run_batched(ctx: Context) -> list[dict[str, Any]]:
             detector = ctx.detector(variant, ctx.settings.speed_scale, precision)
             prepared = [detector.prepare(scene) for scene in scenes]
             reset_peak(ctx.device)
-            times = timed_calls(lambda: answers.__setitem__(precision, detector.infer(prepared)), warmup=1,
-                                max_calls=ctx.settings.batch_calls, deadline=time.monotonic() + left, sync=sync)  # fmt: skip
+            def call(detector: Any = detector, prepared: list[Any] = prepared, precision: str = precision) -> None:
+                answers[precision] = detector.infer(prepared)
+
+            times = timed_calls(call, warmup=1, max_calls=ctx.settings.batch_calls, deadline=time.monotonic() + left, sync=sync)
             row = {"variant": variant, "precision": precision, "batch": len(prepared), "calls": len(times),
                    "images_per_s": len(prepared) * len(times) / sum(times), "peak_mib": peak_memory_mib(ctx.device)}  # fmt: skip
             if precision == "bf16":

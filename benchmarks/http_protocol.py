@@ -41,7 +41,6 @@ import httpx  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks import common, serve_bench  # noqa: E402
-
 from model_zoo import load_registry  # noqa: E402
 
 SCRIPT = "benchmarks/http_protocol.py"

@@ -1,12 +1,12 @@
 """Refusal cost: the server's CPU per refused request, refused at its head
-(``app/admission.py``, ``HeadAdmission``) against refused in its route, in the same run; appends a
-dated entry to ``BENCHMARKS.md``.
+(``app/server/head_admission.py``, ``HeadAdmission``) against refused in its route, in the same
+run; appends a dated entry to ``BENCHMARKS.md``.
 
 1. ``attnzoo serve`` of one variant at the default settings, except ``ATTNZOO_CORS_ORIGINS`` (a
    request with that ``Origin`` is left to its route: that is the route's refusal measured here)
    and a 300 s deadline (the held requests below must outlast the run).
-2. ``queue_size`` requests send only their heads: admitted, each holds its place, so the queue is
-   full and no model runs. Every request after that is refused.
+2. The queue is filled with whole requests (a batch running, ``queue_size`` waiting behind it, at
+   the official scale: minutes of work); they hold every place. Every request after that is refused.
 3. One unmeasured round, then ``--rounds`` rounds, alternating the two ways: ``--burst`` requests at once, each whole (head
    and image) on its own connection (``overload.send``'s lean client). Measured per way: the CPU
    the server process spent over the burst (every thread, ``/proc/<pid>/task/*/schedstat``,
@@ -25,6 +25,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -34,10 +35,10 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 import httpx  # noqa: E402
 import torch  # noqa: E402
-
-from benchmarks import common, overload, serve_bench  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from app.settings import Settings  # noqa: E402
+from benchmarks import common, overload, serve_bench  # noqa: E402
 
 SCRIPT = "benchmarks/refusal_cost.py"
 BROWSER_ORIGIN = "http://bench.example"  # allowed by CORS: such a request is refused in its route
@@ -68,18 +69,34 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return total, loop
 
 
-def hold_every_place(base_url: str, variant: str, image: bytes, queue_size: int) -> list[socket.socket]:
-    """``queue_size`` requests that send their heads only: admitted, they hold every place."""
+def hold_every_place(base_url: str, variant: str, image: bytes, settings: Settings) -> list[socket.socket]:
+    """Whole requests, one connection each, until the variant's queue holds ``queue_size`` of
+    them behind a running batch; their answers are never read."""
     url = httpx.URL(base_url)
     held = []
-    for _ in range(queue_size):
+    for _ in range(settings.queue_size + settings.max_batch):
         connection = socket.create_connection((url.host, url.port), timeout=30)
         connection.sendall(
             f"POST /detect?variant={variant} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: image/jpeg\r\n"
-            f"Content-Length: {len(image)}\r\n\r\n".encode()
+            f"Content-Length: {len(image)}\r\n\r\n".encode() + image
         )
         held.append(connection)
+    deadline = time.monotonic() + 120
+    while queue_depth(base_url, variant) < settings.queue_size:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the queue of {variant} did not fill up")
+        time.sleep(0.2)
     return held
+
+
+def queue_depth(base_url: str, variant: str) -> float:
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "attnzoo_queue_depth" and sample.labels.get("variant") == variant
+    )
 
 
 def measure(base_url: str, pid: int, variant: str, image: bytes, count: int, rounds: int) -> list[Round]:
@@ -109,7 +126,7 @@ def entry_text(args, argv, zoo, settings: Settings, results: Sequence[Round], ma
     setting = (
         f"- Service: `attnzoo serve` subprocess, device {args.device}, default settings (queue_size {settings.queue_size}) but "
         f"ATTNZOO_CORS_ORIGINS={BROWSER_ORIGIN} (requests with that Origin are refused in their route) and a 300 s deadline; "
-        f"weights: {zoo.weights}. The queue is held full by {settings.queue_size} requests that sent only their heads (no model runs); "
+        f"weights: {zoo.weights}. The queue is held full by {settings.queue_size} whole requests waiting behind a running batch; "
         f"then one unmeasured round and {args.rounds} rounds of {args.burst} requests at once per way, alternating, each whole on its own connection "
         f"(lean asyncio + h11 client on this machine). CPU: the server process over each burst (every thread; the event-loop "
         f"thread alone), ÷ requests.\n" + common.load_note(machine) + "\n"
@@ -155,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="attnzoo-refusal-") as tmp:
         zoo = serve_bench.build_zoo(args, Path(tmp))
         with serve_bench.serve_process(zoo, args.variant, args.device, overrides, Path(tmp) / "serve.log", args.start_timeout) as (service, process):
-            held = hold_every_place(service.base_url, args.variant, image, defaults.queue_size)
+            held = hold_every_place(service.base_url, args.variant, image, defaults)
             try:
                 results = measure(service.base_url, process.pid, args.variant, image, args.burst, args.rounds)
             finally:

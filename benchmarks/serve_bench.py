@@ -109,31 +109,37 @@ class LevelResult:
 # --- the zoo the service loads ---------------------------------------------------------------------
 
 
-def build_zoo(args: argparse.Namespace, work_dir: Path) -> Zoo:
-    """A metafile for ``--scale`` whose entry for ``--variant`` points at real or synthetic weights."""
+def build_zoo(args: argparse.Namespace, work_dir: Path, variants: Sequence[str] | None = None) -> Zoo:
+    """A metafile for ``--scale`` whose entries for ``variants`` (default: ``--variant``) point at
+    real weights, or synthetic ones where the real file is missing (all in one weights dir)."""
     registry = load_registry(args.metafile)
-    entry = registry.resolve(args.variant)
-    real = weights_path_for(entry, args.weights_dir or default_weights_dir())
     raw = yaml.safe_load(registry.source.read_text(encoding="utf-8"))
-    model = next(m for m in raw["Models"] if m["Name"] == entry.name)
-    raw["Models"] = [model]
-    base = BUNDLED_ARCHITECTURES / f"{model['Config']}.yml"
-    if "/" in model["Config"] or model["Config"].endswith((".yml", ".yaml")):
-        base = (registry.source.parent / model["Config"]).resolve()
-        model["Config"] = str(base)  # the new metafile lives elsewhere
-    if args.scale is not None:
-        arch_file = work_dir / f"{entry.alias}-scaled.yml"
-        arch_file.write_text(yaml.safe_dump({"_base_": str(base), "preprocess": {"scale": list(args.scale)}}), encoding="utf-8")
-        model["Config"] = arch_file.name
-    if real.is_file():
-        weights_dir, weights = real.parent, "published (hash-checked file)"
+    entries = [registry.resolve(variant) for variant in (variants or [args.variant])]
+    reals = [weights_path_for(entry, args.weights_dir or default_weights_dir()) for entry in entries]
+    all_real = all(real.is_file() for real in reals)
+    weights_dir = reals[0].parent if all_real else work_dir / "weights"
+    models = []
+    for entry, real in zip(entries, reals):
+        model = next(m for m in raw["Models"] if m["Name"] == entry.name)
+        base = BUNDLED_ARCHITECTURES / f"{model['Config']}.yml"
+        if "/" in model["Config"] or model["Config"].endswith((".yml", ".yaml")):
+            base = (registry.source.parent / model["Config"]).resolve()
+            model["Config"] = str(base)  # the new metafile lives elsewhere
+        if args.scale is not None:
+            arch_file = work_dir / f"{entry.alias}-scaled.yml"
+            arch_file.write_text(yaml.safe_dump({"_base_": str(base), "preprocess": {"scale": list(args.scale)}}), encoding="utf-8")
+            model["Config"] = arch_file.name
+        if not all_real:
+            staging = write_synthetic_checkpoint(entry, weights_dir / f"{entry.alias}.partial", seed=args.seed)
+            filename = f"{entry.alias}-synthetic-{sha256_file(staging)[:8]}.pth"
+            staging.rename(weights_dir / filename)
+            model["Weights"] = f"{UNREACHABLE}/{filename}"
+        models.append(model)
+    raw["Models"] = models
+    if all_real:
+        weights = "published (hash-checked files)"
     else:
-        weights_dir = work_dir / "weights"
-        staging = write_synthetic_checkpoint(entry, weights_dir / "synthetic.partial", seed=args.seed)
-        filename = f"{entry.alias}-synthetic-{sha256_file(staging)[:8]}.pth"
-        staging.rename(weights_dir / filename)
-        model["Weights"] = f"{UNREACHABLE}/{filename}"
-        weights = f"synthetic (model_zoo.synth, seed {args.seed}; {real.name} not found)"
+        weights = f"synthetic (model_zoo.synth, seed {args.seed}; {', '.join(r.name for r in reals if not r.is_file())} not found)"
     metafile = work_dir / "metafile.yml"
     metafile.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return Zoo(metafile, weights_dir, weights)
@@ -180,22 +186,23 @@ ATTNZOO = (sys.executable, "-m", "model_zoo")
 @contextmanager
 def serve_process(
     zoo: Zoo,
-    variant: str,
+    variant: str | Sequence[str],
     device: str,
     settings: Mapping[str, str],
     log_path: Path,
     start_timeout: float,
     attnzoo: Sequence[str] = ATTNZOO,
 ) -> Iterator[tuple[Service, subprocess.Popen]]:
-    """``attnzoo serve`` of ``variant`` in a subprocess whose ``ATTNZOO_*`` environment is exactly
-    ``settings`` (the rest: defaults), ready; yields (where it answers, process). SIGINT at the end.
+    """``attnzoo serve`` of ``variant`` (or several) in a subprocess whose ``ATTNZOO_*`` environment is
+    exactly ``settings`` (the rest: defaults), ready; yields (where it answers, process). SIGINT at the end.
 
     ``attnzoo``: the command that takes ``serve`` and its options (another entry point to compare).
     """
     port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
     env.update(settings)
-    command = [*attnzoo, "serve", "--port", str(port), "--grpc-port", str(grpc_port), "--variants", variant,
+    variants = [variant] if isinstance(variant, str) else list(variant)
+    command = [*attnzoo, "serve", "--port", str(port), "--grpc-port", str(grpc_port), "--variants", *variants,
                "--device", device, "--metafile", str(zoo.metafile), "--weights-dir", str(zoo.weights_dir),
                "--log-level", "warning"]  # fmt: skip
     with open(log_path, "wb") as log:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 # The distributions that go in the first, heavy layer.
 HEAVY = ("torch", "torchvision")

@@ -56,6 +56,9 @@ NOT_RUN: dict[str, str] = {
     ".venv/bin/python tools/parity.py compare [--variants attn1111 ...] [--scales small full] [--report table.md]":
     "a synopsis with [optional] parts, not a command; tests/model_zoo/test_parity.py runs the comparison",
     "apt-get update && apt-get install -y prometheus": "changes the machine (.ci/run installs it)",
+    "perf_analyzer -m attn0010 -u localhost:8000 -i http --input-data input.json --concurrency-range 1:4":
+    "perf_analyzer lives in .triton/ (scripts/setup-triton-tools); tests/triton/test_perf_analyzer.py runs it against attnzoo serve",
+    "perf_analyzer -m attn0010 -u localhost:8001 -i grpc --input-data input.json --concurrency-range 1:4 --streaming": "the same",
     **{
         command: "builds or uses the optional mmdet reference environment (internet, about 12 minutes)"
         for command in (

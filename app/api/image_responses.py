@@ -14,7 +14,7 @@ Errors stay JSON whatever was asked for. Drawing and encoding run in a worker th
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import cv2
 import numpy as np
@@ -43,7 +43,7 @@ FormatQuery = Annotated[
     ),
 ]
 
-IMAGE_RESPONSES = {
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON, or the drawn image with format=image / Accept: image/png or image/jpeg",
         "content": {"image/png": {}, "image/jpeg": {}},

@@ -117,13 +117,22 @@ class ModelOut(BaseModel):
     load_seconds: float | None
 
 
+class BuildOut(BaseModel):
+    """Which build of attnzoo answers (``attnzoo --version``)."""
+
+    version: str = Field(description="the package's version")
+    commit: str | None = Field(description="the git commit it runs from (short hash, -dirty with local changes), if a checkout")
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelOut]
     hint: str | None = Field(description="what to do about missing checkpoints (where to put them; `attnzoo serve --demo`)")
+    build: BuildOut
 
 
 class HealthResponse(BaseModel):
     status: str
+    build: BuildOut
 
 
 class ReadyResponse(BaseModel):

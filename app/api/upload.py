@@ -53,7 +53,7 @@ async def read_image_bytes(request: Request) -> bytes:
     media_type = media_type_of(request)
     if media_type == "multipart/form-data":
         async with request.form(max_files=1, max_fields=16) as form:
-            upload = next((form[name] for name in FILE_FIELDS if isinstance(form.get(name), UploadFile)), None)
+            upload = next((field for name in FILE_FIELDS if isinstance(field := form.get(name), UploadFile)), None)
             if upload is None:
                 raise EmptyUploadError(f"the multipart body has no file field {FILE_FIELDS_TEXT}")
             return await upload.read()

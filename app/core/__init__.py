@@ -9,6 +9,7 @@
     forward_cost.py   what a forward costs, learned from the forwards that ran
     device_lane.py    one forward at a time per device
     variant_choice.py variant=auto
+    statistics.py     per-variant inference statistics (Triton's), recorded by the core
     decode.py         upload bytes → checked image
     memory.py         memory given back to the OS when idle
     metrics.py, record.py, errors.py

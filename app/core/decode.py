@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from model_zoo import decode_image_bytes
@@ -69,7 +70,7 @@ class ImageHeader:
 @dataclass(frozen=True)
 class DecodedImage:
     header: ImageHeader
-    pixels: np.ndarray  # (H, W, 3) BGR uint8, EXIF orientation applied
+    pixels: NDArray[np.uint8]  # (H, W, 3) BGR uint8, EXIF orientation applied
 
 
 def read_header(data: bytes, *, max_pixels: int) -> ImageHeader:
@@ -119,7 +120,7 @@ def read_headers(images: Sequence[bytes], *, max_pixels: int) -> list[ImageHeade
     return headers
 
 
-def decode_checked(data: bytes, header: ImageHeader, *, max_pixels: int) -> np.ndarray:
+def decode_checked(data: bytes, header: ImageHeader, *, max_pixels: int) -> NDArray[np.uint8]:
     """Decode ``data``, whose ``header`` :func:`read_header` has checked, with OpenCV (mmdet's
     decoding) into (H, W, 3) BGR uint8.
 

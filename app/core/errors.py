@@ -106,3 +106,13 @@ class ControlBusyError(Exception):
 
 class WeightsRefusedError(Exception):
     """A load found weights it cannot serve; the variant's previous model (if any) keeps serving."""
+
+
+class ModelControlDisabledError(Exception):
+    """No admin token is configured."""
+
+
+class NotAuthorizedError(Exception):
+    """The request carries no bearer token, or the wrong one."""
+
+    headers = {"WWW-Authenticate": 'Bearer realm="attnzoo model control"'}

@@ -11,8 +11,10 @@ not requested are listed as ``unavailable`` too, so ``/models`` shows the whole 
 of them for an answer is a 404 (:class:`VariantNotServedError`), since it will never load here.
 
 At run time ``load`` (re)reads a variant's weights, verified as at start, and swaps the new one in
-while requests that already hold the old one finish on it; ``unload`` takes a variant out and
-frees its memory once its last request is done. A failed load leaves the old one serving.
+while requests that already hold the old one finish on it (a variant that was not serving is
+``loading`` meanwhile); ``unload`` takes a variant out and frees its memory once its last request
+is done. A failed load leaves the old one serving. Listeners (:meth:`VariantPool.on_change`) hear
+of every change of a variant's state.
 
 Every variant on one device takes turns on it (``device_lane``), so that each one's admission sees
 the whole device's backlog.
@@ -31,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -62,6 +64,7 @@ from .errors import (
 )
 from .metrics import ServiceMetrics
 from .served_variant import ServedVariant
+from .statistics import InferenceStatistics
 from .variant_choice import LatencyWindow
 
 logger = logging.getLogger("attnzoo.models")
@@ -140,6 +143,7 @@ class VariantPool:
         self._stop = threading.Event()
         self._loader: threading.Thread | None = None
         self._control = threading.Lock()  # one load or unload at a time (they take seconds)
+        self._listeners: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -216,6 +220,22 @@ class VariantPool:
                 reasons[slot.variant] = f"unavailable: {slot.reason}"
         return reasons
 
+    def served_variants(self) -> list[ServedVariant]:
+        """The variants that can answer now, in registry order (none: an empty list)."""
+        return [slot.served for slot in self.slots.values() if slot.served is not None]
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every change of a variant's state, from the thread that made it
+        (the loader, or the one running a load or unload); it must be quick and must not raise."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - a listener must never break loading
+                logger.exception("a pool state listener failed")
+
     def cuda_devices(self) -> list[str]:
         devices = {slot.served.device for slot in self.slots.values() if slot.served is not None}
         return sorted(device for device in devices if device.startswith("cuda"))
@@ -279,6 +299,12 @@ class VariantPool:
             logger.warning("%s serves synthetic stand-in weights (%s): its detections mean nothing (--demo)", entry.alias, path)
         variant = entry.alias
         lane = self._lane(str(detector.device))
+        statistics = InferenceStatistics()
+
+        def on_batch(size: int, seconds: float) -> None:
+            self.metrics.observe_batch(variant, size)
+            statistics.record_execution(size, seconds)
+
         batcher = MicroBatcher(
             detector.infer,
             max_batch=self.settings.max_batch,
@@ -288,7 +314,7 @@ class VariantPool:
             lane=lane,
             spread_allowance=self.settings.admission_spread_allowance,
             min_spread=self.settings.admission_min_spread,
-            on_batch=lambda size, _seconds: self.metrics.observe_batch(variant, size),
+            on_batch=on_batch,
         )
         latency = LatencyWindow(self.settings.latency_window)
         if self.settings.warmup:
@@ -302,6 +328,7 @@ class VariantPool:
             load_seconds=time.perf_counter() - started,
             latency=latency,
             weights_source=source,
+            statistics=statistics,
         )
 
     def _install(self, slot: VariantSlot, served: ServedVariant) -> None:
@@ -316,6 +343,7 @@ class VariantPool:
         logger.info(
             "loaded %s from %s on %s in %.2f s (sha256 %s)", variant, served.weights_path, served.device, served.load_seconds, served.sha256
         )
+        self._changed()
 
     # -- control (POST /models/{variant}/load and /unload) -----------------------------------
 
@@ -331,9 +359,16 @@ class VariantPool:
         """
         slot = self.slot(name)
         with self._exclusive_control():
+            before = slot.state, slot.reason
+            if slot.served is None:
+                slot.state, slot.reason = VariantState.LOADING, None
+                self._changed()
             try:
                 served = self._build(slot.entry, str(resolve_device(self.settings.device)))
             except Exception as exc:  # noqa: BLE001 - the reason goes to the caller; the old one stays
+                if slot.served is None:
+                    slot.state, slot.reason = before
+                    self._changed()
                 raise WeightsRefusedError(f"{slot.variant}: {self._public(str(exc))}") from exc
             previous = slot.served
             slot.requested = True
@@ -357,6 +392,7 @@ class VariantPool:
             slot.state, slot.reason = VariantState.UNAVAILABLE, "unloaded (POST /models/{variant}/load serves it again)"
             self.metrics.model_ready.labels(slot.variant).set(0)
             self.metrics.queue_depth.labels(slot.variant).set_function(lambda: 0)  # drops the old batcher
+            self._changed()
             if previous is not None:
                 previous.retire(self.settings.request_timeout_s)
                 del previous
@@ -379,6 +415,7 @@ class VariantPool:
         slot.state, slot.reason = VariantState.UNAVAILABLE, self._public(reason)
         self.metrics.model_ready.labels(slot.variant).set(0)
         logger.warning("variant %s unavailable: %s", slot.variant, reason)
+        self._changed()
 
     def _public(self, reason: str) -> str:
         """``reason`` as answers show it: the weights dir named, not its path (that is only logged)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from model_zoo import COCO_CATEGORY_IDS, COCO_CLASSES, LABEL_BY_CATEGORY_ID, LABEL_BY_NAME, AttentionMap, DetectionResult, WeightsSource
 
@@ -17,7 +18,7 @@ from .errors import InvalidParameterError
 
 DEFAULT_SCORE_THR = 0.3  # the service's default filter (the test config's own threshold is 0.05)
 
-ImageData = bytes | np.ndarray  # an encoded image, or one already decoded: (H, W, 3) BGR uint8
+ImageData = bytes | NDArray[np.uint8]  # an encoded image, or one already decoded: (H, W, 3) BGR uint8
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ImageDetections:
     """One image's answer: its detections after the request's filters, and how time was spent."""
 
     result: DetectionResult  # width/height of the original image, detections by descending score
-    image: np.ndarray  # (H, W, 3) BGR uint8: the decoded original the detections refer to
+    image: NDArray[np.uint8]  # (H, W, 3) BGR uint8: the decoded original the detections refer to
     seconds: dict[str, float]  # stage → seconds, keys = metrics.STAGES
     batch_size: int  # images that shared the model call
 
@@ -79,7 +80,7 @@ class AttentionQuery:
 @dataclass(frozen=True)
 class AttentionOutcome:
     attention: AttentionMap
-    image: np.ndarray  # (H, W, 3) BGR uint8
+    image: NDArray[np.uint8]  # (H, W, 3) BGR uint8
     seconds: dict[str, float]  # "preprocess" (decoding) and "model" (the forward that computed it)
 
 

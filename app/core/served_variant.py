@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 from starlette.concurrency import run_in_threadpool
 
 from model_zoo import AttentionMap, DetectionResult, Detector, PreparedImage, VariantEntry, WeightsSource, attention_map
@@ -31,6 +32,7 @@ from .batching import BatchOutcome, MicroBatcher, QueuePlace
 from .decode import ImageHeader, decode_checked, read_header
 from .errors import BatcherClosedError, DeadlineExceededError, ImageUnprocessableError, ModelExecutionError
 from .requests import AttentionOutcome, AttentionQuery, DetectParams, ImageData, ImageDetections
+from .statistics import InferenceStatistics
 from .variant_choice import LatencyWindow
 
 T = TypeVar("T")
@@ -46,6 +48,7 @@ class ServedVariant:
         load_seconds: how long loading, verifying and warming up took.
         latency: the window of recent in-service latencies (``variant=auto`` reads it).
         weights_source: "official", "synthetic" (a ``--demo`` stand-in) or "custom".
+        statistics: its inference statistics (the batcher's ``on_batch`` hook records its forwards).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class ServedVariant:
         load_seconds: float,
         latency: LatencyWindow,
         weights_source: WeightsSource,
+        statistics: InferenceStatistics,
     ) -> None:
         self.detector = detector
         self.batcher = batcher
@@ -64,6 +68,7 @@ class ServedVariant:
         self.load_seconds = load_seconds
         self.latency = latency
         self.weights_source = weights_source
+        self.statistics = statistics
         self._leases = 0
         self._idle = threading.Condition()
 
@@ -164,22 +169,22 @@ class ServedVariant:
         seconds = {"preprocess": decoded - started, "model": time.perf_counter() - decoded}
         return AttentionOutcome(amap, pixels, seconds)
 
-    def _attention_in_turn(self, pixels: np.ndarray, query: AttentionQuery) -> AttentionMap:
+    def _attention_in_turn(self, pixels: NDArray[np.uint8], query: AttentionQuery) -> AttentionMap:
         with self.batcher.lane.turn(self, self.batcher.cost.seconds(1)):
             return attention_map(self.detector, pixels, stage=query.stage, block=query.block, x=query.x, y=query.y)
 
-    def _decode(self, data: bytes, header: ImageHeader | None) -> np.ndarray:
+    def _decode(self, data: bytes, header: ImageHeader | None) -> NDArray[np.uint8]:
         """Decode an encoded image; ``header`` None: read and checked here."""
         checked = header if header is not None else read_header(data, max_pixels=self.max_pixels)
         return decode_checked(data, checked, max_pixels=self.max_pixels)
 
-    def _prepare(self, image: ImageData, header: ImageHeader | None) -> tuple[np.ndarray, PreparedImage]:
+    def _prepare(self, image: ImageData, header: ImageHeader | None) -> tuple[NDArray[np.uint8], PreparedImage]:
         """Decode (unless already decoded) and resize: (original BGR image, prepared image)."""
         pixels = image if isinstance(image, np.ndarray) else self._decode(image, header)
         return pixels, prepare(self.detector, pixels)
 
 
-def prepare(detector: Detector, pixels: np.ndarray) -> PreparedImage:
+def prepare(detector: Detector, pixels: NDArray[np.uint8]) -> PreparedImage:
     """``pixels`` (H, W, 3) BGR uint8, resized for ``detector``'s model.
 
     Raises:

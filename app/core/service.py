@@ -8,7 +8,8 @@ parses its wire format and calls, in this order:
    leases the variant for the request;
 2. :meth:`InferenceService.detect` (or :meth:`attention`, :meth:`compare`): admits the request's
    images as a whole, checks their headers against the request's pixel budget, decodes, queues,
-   waits, filters; records the stage metrics and the request record; returns a typed outcome;
+   waits, filters; records the stage metrics, the variant's statistics (``statistics.py``) and the
+   request record; returns a typed outcome;
 3. ``ticket.close()`` when the request ends (the HTTP server does it for the requests it carries).
 
 Nothing here knows HTTP or gRPC.
@@ -26,13 +27,14 @@ from model_zoo import check_attention_query
 
 from ..settings import Settings
 from .decode import ImageHeader, decode_checked, read_header, read_headers
-from .errors import ServiceNotStartedError, TooManyImagesError
+from .errors import ModelExecutionError, OverloadedError, ServiceNotStartedError, TooManyImagesError
 from .memory import IdleMemoryRelease
 from .metrics import ServiceMetrics
 from .pool import VariantPool
 from .record import RequestRecord
 from .requests import AttentionOutcome, AttentionQuery, DetectOutcome, DetectParams, DetectRequest, ImageDetections
 from .served_variant import ServedVariant
+from .statistics import FailureReason, RequestStages, nanoseconds
 from .ticket import Ticket
 from .variant_choice import AUTO_VARIANT, choose_variant
 
@@ -62,6 +64,7 @@ class InferenceService:
         self._pool = pool
         self.memory = IdleMemoryRelease(self.settings.release_memory_idle_s)
         self.metrics.gpu_memory.devices = pool.cuda_devices
+        self.metrics.triton.served = lambda: [(s.variant, s.statistics.snapshot(), s.batcher.qsize()) for s in pool.served_variants()]
         pool.start()
 
     def stop(self) -> None:
@@ -125,7 +128,11 @@ class InferenceService:
     def _ticket(self, served: ServedVariant, record: RequestRecord, timeout_s: float | None) -> Ticket:
         started = time.monotonic()
         limit = self.settings.request_timeout_s if timeout_s is None else min(timeout_s, self.settings.request_timeout_s)
-        served.batcher.check(started + limit)  # refused now, before any work on the request
+        try:
+            served.batcher.check(started + limit)  # refused now, before any work on the request
+        except OverloadedError:
+            served.statistics.record_failure("REJECTED", 0)
+            raise
         served.acquire()
         self.memory.started()
         inflight = self.metrics.inflight.labels(served.variant)
@@ -153,6 +160,32 @@ class InferenceService:
         queue_size = served.batcher.queue_size
         if len(request.images) > queue_size:
             raise TooManyImagesError(len(request.images), queue_size)
+        started = time.perf_counter()
+        try:
+            images = await self._detect_images(ticket, request)
+        except BaseException as exc:
+            served.statistics.record_failure(_failure_reason(exc), nanoseconds(time.perf_counter() - started))
+            raise
+        last = max(images, key=lambda image: image.latency_s)  # the request's answer waited for it
+        served.statistics.record_success(
+            len(images),
+            nanoseconds(time.perf_counter() - started),
+            RequestStages(
+                compute_input=nanoseconds(last.seconds["preprocess"]),
+                queue=nanoseconds(last.seconds["queue"]),
+                compute_infer=nanoseconds(last.seconds["model"]),
+                compute_output=nanoseconds(last.seconds["postprocess"]),
+            ),
+        )
+        for image in images:
+            self.metrics.observe_stages(served.variant, image.seconds)
+        self.metrics.images_inferred.labels(served.variant).inc(len(images))
+        outcome = DetectOutcome(served.variant, served.sha256, served.weights_source, images)
+        ticket.record.batch_size = outcome.batch_size
+        return outcome
+
+    async def _detect_images(self, ticket: Ticket, request: DetectRequest) -> list[ImageDetections]:
+        served = ticket.served
         place = ticket.hold(len(request.images))
         headers = await self._headers(request.images, served.max_pixels)
         tasks = [
@@ -160,15 +193,10 @@ class InferenceService:
             for image, header in zip(request.images, headers)
         ]
         try:
-            images: list[ImageDetections] = list(await asyncio.gather(*tasks))
+            return list(await asyncio.gather(*tasks))
         finally:
             for task in tasks:
                 task.cancel()
-        for image in images:
-            self.metrics.observe_stages(served.variant, image.seconds)
-        outcome = DetectOutcome(served.variant, served.sha256, served.weights_source, images)
-        ticket.record.batch_size = outcome.batch_size
-        return outcome
 
     async def compare(self, tickets: Sequence[Ticket], image: bytes, params: DetectParams) -> tuple[list[DetectOutcome], float]:
         """One image through each ticket's variant, one variant after the other (so that each one's
@@ -215,3 +243,14 @@ class InferenceService:
             return [None] * len(images)
         read = iter(await run_in_threadpool(read_headers, encoded, max_pixels=max_pixels))
         return [next(read) if isinstance(image, bytes) else None for image in images]
+
+
+def _failure_reason(exc: BaseException) -> FailureReason:
+    """Triton's failure reason of a request that reached the variant and failed with ``exc``."""
+    if isinstance(exc, OverloadedError):
+        return "REJECTED"
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELED"
+    if isinstance(exc, ModelExecutionError):
+        return "BACKEND"
+    return "OTHER"

@@ -14,6 +14,12 @@ class TensorDataError(ValueError):
     """Tensor data that does not match its datatype or shape; the message names the tensor."""
 
 
+class ExtensionRequestError(ValueError):
+    """A model configuration, statistics or repository request that cannot be answered as asked
+    (the statistics of ``auto``, a load with parameters the service does not take); the message
+    says why."""
+
+
 class ServerNotReadyError(RuntimeError):
     """Some requested variant is still loading or unavailable (``/v2/health/ready``)."""
 

@@ -1,7 +1,10 @@
 """Where every request ends, whatever its front door: the request metrics and one JSON log line.
 
 The line goes to the ``attnzoo.access`` logger (bare JSON on stderr, :func:`configure_access_log`).
-Query parameters that carry secrets (a token sent in a URL) are written as ``[redacted]``.
+Query parameters that carry secrets (a token sent in a URL) are written as ``[redacted]``. A request
+for something the service does not have (a path no route serves, an RPC it does not implement) is
+counted like any other (endpoint ``unmatched``) and, the first time each is asked for, logged as a
+warning too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ..core.metrics import ServiceMetrics
 from ..core.record import RequestRecord
 
 ACCESS_LOGGER = "attnzoo.access"
+logger = logging.getLogger("attnzoo.requests")
 REDACTED = "[redacted]"
 # query parameter names (lower-case) whose values are never logged
 SENSITIVE_PARAMETERS = frozenset(
@@ -55,10 +59,15 @@ class AccessLog:
         status: int,
         seconds: float,
         client: str | None,
+        grpc_status: str | None = None,
         **fields: object,
     ) -> None:
-        """Count the request and log it; ``fields`` are added to the line (e.g. ``grpc_status``)."""
-        self.metrics.observe_request(record.variant, endpoint, status, protocol, seconds)
+        """Count the request and log it. ``status``: the HTTP status (a gRPC request's: that of the
+        same error over HTTP); ``grpc_status``: a gRPC request's status code name, its metrics'
+        ``status`` label and a field of the line; ``fields`` are added to the line."""
+        self.metrics.observe_request(record.variant, endpoint, grpc_status or str(status), protocol, seconds)
+        if grpc_status is not None:
+            fields["grpc_status"] = grpc_status
         line = {
             "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "request_id": record.request_id,
@@ -79,6 +88,15 @@ class AccessLog:
         if record.budget_met is not None:
             line["budget_met"] = record.budget_met
         self.logger.info(json.dumps(line, separators=(",", ":")))
+
+    def unknown(self, protocol: str, what: str, request_id: str) -> None:
+        """A request for ``what`` (``GET /v2/nothing``, an RPC's full name), which the service does
+        not have: a warning the first time (the request itself is counted by :meth:`finish`)."""
+        if self.metrics.first_unknown(f"{protocol} {what}"):
+            logger.warning(
+                "%s request for %s, which this service does not have (request %s); counted as endpoint 'unmatched', logged once",
+                protocol, what, request_id,
+            )  # fmt: skip
 
 
 HANDLER_NAME = "attnzoo-access"

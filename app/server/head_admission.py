@@ -90,7 +90,7 @@ class HeadAdmission:
         self.routes = [
             _VariantRoute(route, getattr(route.endpoint, _VARIANT_OF))
             for route in routes
-            if isinstance(route, APIRoute) and "POST" in route.methods and hasattr(route.endpoint, _VARIANT_OF)
+            if isinstance(route, APIRoute) and "POST" in (route.methods or ()) and hasattr(route.endpoint, _VARIANT_OF)
         ]
 
     def on_head(self, head: RequestHead) -> Answer | None:

@@ -40,7 +40,7 @@ import logging
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -136,8 +136,8 @@ class LimitedHTTPProtocol(HttpToolsProtocol):
 
     # -- connection ----------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(cast(asyncio.Transport, transport))  # a socket's: uvicorn's own annotation
         # a connection that never sends a byte is closed like an idle keep-alive one
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 

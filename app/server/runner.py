@@ -14,9 +14,10 @@ import signal
 from types import FrameType
 
 import uvicorn
-from ..main import AttnzooAPI
+from fastapi import FastAPI
+
 from ..settings import Settings
-from .http_protocol import BODY_GRACE_S, HTTPLimits, LimitedHTTPProtocol
+from .http_protocol import BODY_GRACE_S, HeadHook, HTTPLimits, LimitedHTTPProtocol
 
 SHUTDOWN_MARGIN_S = 5.0  # after the last deadline: time to write the last answers and stop the batchers
 
@@ -32,8 +33,10 @@ def graceful_shutdown_s(settings: Settings) -> int:
     return math.ceil(settings.request_timeout_s + BODY_GRACE_S + SHUTDOWN_MARGIN_S)
 
 
-def uvicorn_config(app: AttnzooAPI, settings: Settings) -> uvicorn.Config:
-    """The uvicorn configuration serving ``app`` on ``settings.host:settings.port``."""
+def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """The uvicorn configuration serving ``app`` on ``settings.host:settings.port``, with the hook
+    the app asks its server to call at each request's head (``app.head_hook``, if it has one)."""
+    head_hook: HeadHook | None = getattr(app, "head_hook", None)
     limits = HTTPLimits(max_header_bytes=settings.max_header_bytes, request_timeout_s=settings.request_timeout_s)
     return uvicorn.Config(
         app,
@@ -42,7 +45,7 @@ def uvicorn_config(app: AttnzooAPI, settings: Settings) -> uvicorn.Config:
         log_level=settings.log_level,
         access_log=False,  # the service writes its own JSON access log (middleware.py)
         lifespan="on",
-        http=LimitedHTTPProtocol.with_limits(limits, head_hook=app.head_hook),
+        http=LimitedHTTPProtocol.with_limits(limits, head_hook=head_hook),
         ws="none",
         timeout_graceful_shutdown=graceful_shutdown_s(settings),
     )
@@ -56,7 +59,7 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
-def serve(app: AttnzooAPI, settings: Settings) -> None:
+def serve(app: FastAPI, settings: Settings) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully and return.
 
     On either signal uvicorn stops accepting, lets the requests in flight end (within

@@ -32,9 +32,9 @@ import yaml
 
 from model_zoo import AttnzooError, Registry, VariantEntry, existing_weights_path, hash_prefix_of, verify_weights
 
-from .model_config import ModelParameters, Scheduling, model_config, to_pbtxt
 from ..oip.contract import MODEL_VERSION
 from ..settings import Settings
+from .model_config import ModelParameters, Scheduling, model_config, to_pbtxt
 
 WeightsMode = Literal["copy", "link"]
 METAFILE_NAME = "metafile.yml"

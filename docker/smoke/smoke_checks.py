@@ -13,10 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 from compose_stack import REPO_ROOT
 from docker_engine import DOCKER, SmokeFailure, docker, inspect, run
+from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 SCORE_THR = 0.05  # the test config's own threshold: compare every detection the model keeps

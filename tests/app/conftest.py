@@ -36,9 +36,9 @@ import uvicorn
 import yaml
 from fastapi import FastAPI
 
+from app.core.pool import VariantPool
 from app.main import create_app
 from app.server.access_log import ACCESS_LOGGER
-from app.core.pool import VariantPool
 from app.server.runner import uvicorn_config
 from app.settings import Settings
 from model_zoo import Registry, load_registry, write_synthetic_checkpoint

@@ -20,9 +20,9 @@ from deploy_support import (
     DockerIgnore,
     Instruction,
     clean_env,
+    image_requirements,
     interpolate,
     parse_dockerfile,
-    image_requirements,
     parse_duration_s,
 )
 

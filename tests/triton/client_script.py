@@ -3,8 +3,9 @@
 statistics, repository index, over HTTP and gRPC) whose answers :func:`structure` summarises as
 field names and types, so that two servers' answers can be compared field by field.
 
-The IMAGE input is [B, 1] for a model whose configuration batches (tritonserver, ``max_batch_size``
-> 0) and [B] for ``attnzoo serve`` as it is now: ``image_shape`` says which one a server takes.
+The IMAGE input is [B, 1] for a model whose configuration batches (``max_batch_size`` > 0: both
+tritonserver and ``attnzoo serve``); ``attnzoo serve`` takes [B] too: ``image_shape`` says which
+one to send.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ from ...server.dependencies import ServiceDep
 from ...server.disconnect import unless_disconnected
 from ...server.head_admission import names_variant, query_variant
 from ..deps import TicketDep
-from ..image_responses import FormatQuery, ResponseFormat, image_response, negotiate
+from ..image_responses import IMAGE_RESPONSES, FormatQuery, ResponseFormat, image_response, negotiate
 from ..schemas import AttentionResponse
 from ..upload import read_image_bytes
-from .image_request import IMAGE_ROUTE, VARY
+from .image_request import IMAGE_OPENAPI, VARY
 
 QUERY_INDEPENDENT_NOTE = (
     "attention type {type}: the weights do not depend on the query point (only the key content "
@@ -41,7 +41,8 @@ router = APIRouter(
     "",
     response_model=AttentionResponse,
     summary="Attention weights of one block for one query point, as JSON or a heat map",
-    **IMAGE_ROUTE,
+    openapi_extra=IMAGE_OPENAPI,
+    responses=IMAGE_RESPONSES,
 )
 @names_variant(query_variant)
 async def attention(

@@ -23,10 +23,10 @@ from ...error_table import MODEL_ERRORS, UPLOAD_ERRORS, error_responses
 from ...server.dependencies import ServiceDep
 from ...server.disconnect import unless_disconnected
 from ..deps import TicketsDep
-from ..image_responses import FormatQuery, ResponseFormat, image_response, negotiate
+from ..image_responses import IMAGE_RESPONSES, FormatQuery, ResponseFormat, image_response, negotiate
 from ..schemas import CompareResponse
 from ..upload import read_image_bytes
-from .image_request import IMAGE_ROUTE, VARY, ClassesQuery, MaxDetsQuery, ScoreThrQuery
+from .image_request import IMAGE_OPENAPI, VARY, ClassesQuery, MaxDetsQuery, ScoreThrQuery
 
 GRID_COLUMNS = 2
 MIN_PANEL_WIDTH = 360  # pixels; narrower drawings are enlarged so that their titles fit
@@ -43,7 +43,8 @@ router = APIRouter(
     "",
     response_model=CompareResponse,
     summary="Run one image through every loaded variant (or those named)",
-    **IMAGE_ROUTE,
+    openapi_extra=IMAGE_OPENAPI,
+    responses=IMAGE_RESPONSES,
 )
 async def compare(
     request: Request,
@@ -104,6 +105,10 @@ def comparison_image(image: np.ndarray, pairs: list[tuple[Ticket, DetectOutcome]
             panel = cv2.resize(panel, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
         box_ap = ticket.served.entry.published.box_ap
         published = f"published AP {box_ap:.1f}" if box_ap is not None else "published AP n/a"
-        name = outcome.variant if outcome.weights_source != "synthetic" else f"{outcome.variant} ({STAND_IN_MARK})"
-        panels.append(titled(titled(panel, f"{published} | {latency_ms(outcome):.0f} ms"), name))
+        panels.append(titled(titled(panel, f"{published} | {latency_ms(outcome):.0f} ms"), panel_name(outcome)))
     return grid(panels, columns=GRID_COLUMNS)
+
+
+def panel_name(outcome: DetectOutcome) -> str:
+    """A panel's title: the variant, marked when its weights are stand-ins (``--demo``)."""
+    return outcome.variant if outcome.weights_source != "synthetic" else f"{outcome.variant} ({STAND_IN_MARK})"

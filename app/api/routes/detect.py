@@ -18,10 +18,10 @@ from ...server.dependencies import ServiceDep
 from ...server.disconnect import unless_disconnected
 from ...server.head_admission import names_variant, query_variant
 from ..deps import TicketDep
-from ..image_responses import FormatQuery, ResponseFormat, image_response, negotiate
+from ..image_responses import IMAGE_RESPONSES, FormatQuery, ResponseFormat, image_response, negotiate
 from ..schemas import DetectResponse
 from ..upload import read_image_bytes
-from .image_request import IMAGE_ROUTE, VARY, ClassesQuery, MaxDetsQuery, ScoreThrQuery
+from .image_request import IMAGE_OPENAPI, VARY, ClassesQuery, MaxDetsQuery, ScoreThrQuery
 
 router = APIRouter(
     prefix="/detect", tags=["detect"], responses=error_responses(*MODEL_ERRORS, *UPLOAD_ERRORS, InvalidParameterError)
@@ -32,7 +32,8 @@ router = APIRouter(
     "",
     response_model=DetectResponse,
     summary="Detect objects in one image",
-    **IMAGE_ROUTE,
+    openapi_extra=IMAGE_OPENAPI,
+    responses=IMAGE_RESPONSES,
 )
 @names_variant(query_variant)
 async def detect(

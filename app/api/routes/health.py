@@ -12,6 +12,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from model_zoo import build_info
+
 from ...core.errors import RETRY_AFTER_LOADING_S
 from ...core.pool import VariantPool
 from ...error_table import error_response
@@ -22,9 +24,15 @@ from ..setup_help import missing_weights_hint
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthResponse, summary="Liveness: the process is up")
+def build() -> dict[str, str | None]:
+    """Which build answers: ``model_zoo.build_info()`` (read once per process)."""
+    info = build_info()
+    return {"version": info.version, "commit": info.revision}
+
+
+@router.get("/healthz", response_model=HealthResponse, summary="Liveness: the process is up (and which build it runs)")
 async def healthz() -> Any:
-    return {"status": "ok"}
+    return {"status": "ok", "build": build()}
 
 
 def readiness_report(pool: VariantPool, *, strict: bool) -> dict[str, Any]:

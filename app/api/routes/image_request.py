@@ -7,14 +7,13 @@ needs; those signatures look alike (``duplicates`` lists them) and are left so o
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query
 from pydantic import WithJsonSchema
 
 from model_zoo import COCO_CATEGORY_IDS, COCO_CLASSES
 
-from ..image_responses import IMAGE_RESPONSES
 from ..upload import FILE_FIELDS, FILE_FIELDS_TEXT, JSON_IMAGE_FIELD, JSON_MEDIA_TYPE, RAW_MEDIA_TYPES
 
 VARY = {"Vary": "Accept"}  # the Accept header picks JSON or an image
@@ -70,5 +69,5 @@ IMAGE_REQUEST_BODY = {
     },
 }
 
-# The route options of an image route: ``@router.post("", response_model=..., summary=..., **IMAGE_ROUTE)``.
-IMAGE_ROUTE = {"openapi_extra": {"requestBody": IMAGE_REQUEST_BODY}, "responses": IMAGE_RESPONSES}
+# The route options of an image route: ``@router.post("", ..., openapi_extra=IMAGE_OPENAPI, responses=IMAGE_RESPONSES)``.
+IMAGE_OPENAPI: dict[str, Any] = {"requestBody": IMAGE_REQUEST_BODY}

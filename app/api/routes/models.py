@@ -5,37 +5,31 @@ POST /models/{variant}/load and /unload: change what the service serves without 
 model up and swaps it in: requests already running finish on the old model, new ones go to the
 new one. Weights that fail verification leave the old model serving (422, with the reason).
 ``unload`` stops serving the variant and frees its memory once its last request is done. Both
-need ``Authorization: Bearer <ATTNZOO_ADMIN_TOKEN>`` (``admin_auth.py``), run one at a time (409
+need ``Authorization: Bearer <ATTNZOO_ADMIN_TOKEN>`` (``server/model_control.py``), run one at a time (409
 while another runs), and are logged and counted (``attnzoo_model_control_total``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from model_zoo import UnknownVariantError
 
-from ...core.errors import ControlBusyError, WeightsRefusedError
-from ...core.metrics import ServiceMetrics
-from ...core.pool import VariantPool, VariantSlot
-from ...core.record import RequestRecord
-from ...error_table import error_responses, spec_for
+from ...core.pool import VariantSlot
+from ...error_table import error_responses
 from ...server.dependencies import MetricsDep, RecordDep, ServiceDep
-from ..admin_auth import ModelControlDisabledError, NotAuthorizedError, require_admin
+from ...server.model_control import CONTROL_ERRORS, control, require_admin
 from ..deps import MeasuredDep
 from ..measured_figures import MeasuredFigures
 from ..schemas import MeasuredOut, ModelOut, ModelsResponse
 from ..setup_help import missing_weights_hint
+from .health import build
 
 logger = logging.getLogger("attnzoo.models")
-control_logger = logging.getLogger("attnzoo.control")
-CONTROL_ERRORS = (NotAuthorizedError, ModelControlDisabledError, ControlBusyError, WeightsRefusedError)
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(UnknownVariantError))
 
@@ -100,6 +94,7 @@ async def list_models(service: ServiceDep, measured: MeasuredDep) -> Any:
     return {
         "models": [model_summary(slot, measured) for slot in pool.slots.values()],
         "hint": missing_weights_hint(pool.requested_slots()),
+        "build": build(),
     }
 
 
@@ -118,8 +113,7 @@ async def get_model(variant: str, service: ServiceDep, measured: MeasuredDep) ->
     responses=error_responses(*CONTROL_ERRORS),
 )
 async def load_model(variant: str, service: ServiceDep, measured: MeasuredDep, metrics: MetricsDep, record: RecordDep) -> Any:
-    pool = service.pool
-    return model_summary(await _control("load", variant, pool.load, pool, metrics, record), measured)
+    return model_summary(await control("load", variant, service, metrics, record), measured)
 
 
 @router.post(
@@ -130,25 +124,4 @@ async def load_model(variant: str, service: ServiceDep, measured: MeasuredDep, m
     responses=error_responses(*CONTROL_ERRORS),
 )
 async def unload_model(variant: str, service: ServiceDep, measured: MeasuredDep, metrics: MetricsDep, record: RecordDep) -> Any:
-    pool = service.pool
-    return model_summary(await _control("unload", variant, pool.unload, pool, metrics, record), measured)
-
-
-async def _control(
-    action: str, name: str, run: Callable[[str], VariantSlot], pool: VariantPool, metrics: ServiceMetrics, record: RequestRecord
-) -> VariantSlot:
-    """Run ``run(variant)`` in a worker thread; log and count the outcome."""
-    variant = pool.slot(name).variant  # an unknown name is a 404, not counted under a label
-    record.variant = variant
-    started = time.perf_counter()
-    try:
-        slot = await run_in_threadpool(run, variant)
-    except Exception as exc:
-        spec = spec_for(exc)
-        metrics.model_control.labels(variant, action, spec.code if spec else "internal_error").inc()
-        control_logger.warning("model control: %s %s refused: %s", action, variant, exc)
-        raise
-    metrics.model_control.labels(variant, action, "ok").inc()
-    done = f"sha256 {slot.served.sha256}" if slot.served is not None else "unloaded"
-    control_logger.info("model control: %s %s done in %.2f s (%s)", action, variant, time.perf_counter() - started, done)
-    return slot
+    return model_summary(await control("unload", variant, service, metrics, record), measured)

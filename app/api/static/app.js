@@ -7,6 +7,7 @@
 const COMPARE_ALL = "__compare__";
 const REQUEST_SCORE_THR = 0.05; // the lowest threshold the slider offers
 const MODELS_POLL_MS = 2000; // while a variant is loading
+const STAND_IN_MARK = "synthetic weights"; // as the server titles such panels (routes/compare.py)
 
 const $ = (id) => document.getElementById(id);
 
@@ -79,7 +80,7 @@ function fillVariantChoice(models) {
   const loaded = models.filter((m) => m.state === "loaded");
   select.replaceChildren();
   for (const model of models) {
-    const label = model.state === "loaded" ? model.variant : `${model.variant} (${model.state})`;
+    const label = model.state !== "loaded" ? `${model.variant} (${model.state})` : model.weights_source === "synthetic" ? `${model.variant} (${STAND_IN_MARK})` : model.variant;
     select.add(new Option(label, model.variant, false, model === loaded[0]));
     select.options[select.options.length - 1].disabled = model.state !== "loaded";
   }
@@ -130,6 +131,15 @@ function showSetupHelp(models, hint) {
   $("setup-files").replaceChildren(...files, ...failed);
 }
 
+// How a variant serving synthetic stand-in weights is marked wherever its figures are shown.
+function standInMark() {
+  return Object.assign(document.createElement("span"), {
+    className: "stand-in",
+    textContent: STAND_IN_MARK,
+    title: "synthetic stand-in weights: these detections mean nothing (attnzoo serve --demo)",
+  });
+}
+
 function fillModelsTable(models) {
   const body = $("models-table").tBodies[0];
   body.replaceChildren();
@@ -137,7 +147,7 @@ function fillModelsTable(models) {
     const row = body.insertRow();
     const measured = model.measured || {};
     const cells = [
-      [model.variant],
+      [model.weights_source === "synthetic" ? `${model.variant} (${STAND_IN_MARK})` : model.variant],
       [model.architecture.attention_type || "—"],
       [model.architecture.dcn ? `stages ${model.architecture.dcn_stages.join(", ")}` : "no"],
       [model.state, `state-${model.state}`],
@@ -209,7 +219,9 @@ function showResults(results) {
     const model = state.models.get(result.variant);
     const figures = document.createElement("small");
     figures.textContent = ` published AP ${fixed(model?.published.box_ap)} · ${latencyOf(result).toFixed(0)} ms here`;
-    caption.append(result.variant, figures);
+    caption.append(result.variant);
+    if (result.weights_source === "synthetic") caption.append(standInMark());
+    caption.append(figures);
     const canvas = document.createElement("canvas");
     canvas.width = result.width;
     canvas.height = result.height;

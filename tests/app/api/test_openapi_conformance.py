@@ -78,7 +78,9 @@ def live_openapi(live_server):
 
 
 @pytest.mark.parametrize(
-    ("label", "mode"), cases_to_generate(), ids=lambda value: "valid" if value is GenerationMode.POSITIVE else "invalid" if value is GenerationMode.NEGATIVE else value
+    ("label", "mode"),
+    cases_to_generate(),
+    ids=lambda value: "valid" if value is GenerationMode.POSITIVE else "invalid" if value is GenerationMode.NEGATIVE else value,
 )
 def test_every_answer_is_documented(live_openapi, live_server, label, mode):
     operation = live_openapi.find_operation_by_label(label)

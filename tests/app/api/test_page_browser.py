@@ -265,10 +265,12 @@ def test_the_page_says_where_to_put_missing_checkpoints(browser, broken_server, 
     assert network.outside == [] and network.problems == []
 
 
-def test_the_page_says_when_it_serves_stand_in_weights(browser, zoo, tmp_path, screenshots):
+def test_the_page_says_when_it_serves_stand_in_weights(browser, zoo, tmp_path, make_scene, screenshots):
     weights = tmp_path / "weights"  # no official file: --demo serves the stand-in made here
     ensure_demo_weights(load_registry(zoo.metafile).resolve("attn0010"), weights)
     server = LiveServer(create_app(zoo.settings(weights_dir=weights, variants=["attn0010"], demo=True))).start()
+    image_path = tmp_path / "scene.png"
+    cv2.imwrite(str(image_path), make_scene(320, 240, seed=0))
     try:
         with page_of(browser, server) as (page, network):
             banner = page.locator("#demo-banner")
@@ -276,6 +278,14 @@ def test_the_page_says_when_it_serves_stand_in_weights(browser, zoo, tmp_path, s
             assert "synthetic stand-in weights" in banner.inner_text().lower()
             assert page.locator("#demo-variants").inner_text() == "attn0010"
             assert page.locator("#setup-help").is_hidden()
+            # wherever a variant's figures are shown, its stand-in weights are marked
+            page.wait_for_selector('#models-table tbody tr[data-variant="attn0010"]')
+            assert page.locator('#models-table tbody tr[data-variant="attn0010"] td').first.inner_text() == "attn0010 (synthetic weights)"
+            assert page.locator('#variant option[value="attn0010"]').inner_text() == "attn0010 (synthetic weights)"
+            page.set_input_files("#file", str(image_path))
+            page.locator('#results figure[data-variant="attn0010"] figcaption .stand-in').wait_for()
+            caption = page.locator('#results figure[data-variant="attn0010"] figcaption').inner_text()
+            assert caption.startswith("attn0010") and "synthetic weights" in caption and "published AP 39.1" in caption
             page.screenshot(path=str(screenshots / "attnzoo-page-demo.png"), full_page=True)
     finally:
         server.stop()

@@ -7,12 +7,48 @@ test process beside the in-process server.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 CLIENT_TIMEOUT_S = 300.0  # CPU forwards on a loaded machine
 OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+ATTNZOO = [sys.executable, "-m", "model_zoo"]
+
+
+def serve(zoo, tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``attnzoo serve`` asked for a variant with no weights: it starts at once and loads nothing."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
+    return subprocess.Popen(
+        [*ATTNZOO, "serve", *args, "--variants", "attn0010-dcn", "--device", "cpu", "--metafile", str(zoo.metafile),
+         "--weights-dir", str(zoo.weights_dir), "--log-level", "warning"],
+        env={**clean, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def wait_http(process: subprocess.Popen, base_url: str) -> None:
+    deadline = time.monotonic() + 240
+    while True:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        try:
+            if httpx.get(f"{base_url}/v2/health/live", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.25)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0
 
 
 def http_client(base_url: str) -> httpclient.InferenceServerClient:
@@ -52,4 +88,7 @@ def detect_arrays(detections: list[dict]) -> dict[str, np.ndarray]:
     }
 
 
-__all__ = ["CLIENT_TIMEOUT_S", "OUTPUTS", "detect_arrays", "detections_of", "grpcclient", "http_client", "httpclient", "image_input"]
+__all__ = [
+    "CLIENT_TIMEOUT_S", "OUTPUTS", "detect_arrays", "detections_of", "grpcclient", "http_client", "httpclient", "image_input", "serve", "stop",
+    "wait_http",
+]  # fmt: skip

@@ -57,7 +57,7 @@ CASES = [
     ("truncated image", 422, "INVALID_ARGUMENT", "truncated or corrupt"),
     ("one bad image of two", 422, "INVALID_ARGUMENT", "not a recognised image"),
     ("wrong datatype", 400, "INVALID_ARGUMENT", "has datatype UINT8; expected BYTES"),
-    ("wrong shape", 400, "INVALID_ARGUMENT", "has shape [1, 1]; expected [B]"),
+    ("wrong shape", 400, "INVALID_ARGUMENT", "has shape [1, 2]; expected [B, 1] or [B]"),
     ("missing input", 400, "INVALID_ARGUMENT", "unexpected input 'INPUT0'; the model takes one input, 'IMAGE'"),
     ("two inputs", 400, "INVALID_ARGUMENT", "is given more than once"),
     ("pixel bomb", 413, "INVALID_ARGUMENT", "the limit is 40000000 pixels"),
@@ -79,7 +79,7 @@ def request_of(case: str, module, jpeg: bytes, make_scene) -> dict:
         "truncated image": {"inputs": [image_input(module, [jpeg[: len(jpeg) // 2]])]},
         "one bad image of two": {"inputs": [image_input(module, [jpeg, b"\x00" * 100])]},
         "wrong datatype": {"inputs": [uint8_pixels(module, make_scene)]},
-        "wrong shape": {"inputs": [bytes_tensor(module, "IMAGE", [1, 1], jpeg)]},
+        "wrong shape": {"inputs": [bytes_tensor(module, "IMAGE", [1, 2], jpeg)]},
         "missing input": {"inputs": [bytes_tensor(module, "INPUT0", [1], jpeg)]},
         "two inputs": {"inputs": [bytes_tensor(module, "IMAGE", [1], jpeg), bytes_tensor(module, "IMAGE", [1], jpeg)]},
         "pixel bomb": {"inputs": [image_input(module, [pixel_bomb()])]},
@@ -123,15 +123,19 @@ def test_error_bodies_are_the_protocols_with_a_request_id(client, jpeg):
     that does not add up; and a path that does not exist under /v2."""
     image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1]}
     header = json.dumps({"inputs": [{**image, "parameters": {"binary_data_size": len(jpeg) + 4 + 10}}]}).encode()
+    infer = f"/v2/models/{VARIANT}/infer"
+    two = [base64.b64encode(jpeg).decode()] * 2
+    binary = header + struct.pack("<I", len(jpeg)) + jpeg
     cases = [
-        (client.post(f"/v2/models/{VARIANT}/infer", content=b"{not json"), 400, "not an inference request"),
+        (client.post(infer, content=b"{not json"), 400, "not an inference request"),
         (client.post(f"/v2/models/{VARIANT}/infer", json={"inputs": []}), 400, "input 'IMAGE' is missing"),
         (client.post(f"/v2/models/{VARIANT}/infer", json={"inputs": [{**image, "data": ["***"]}]}), 400, "not valid base64"),
-        (client.post(f"/v2/models/{VARIANT}/infer", json={"inputs": [{**image, "data": [base64.b64encode(jpeg).decode()] * 2}]}), 400, "its shape holds 1 elements, its 'data' 2"),
+        (client.post(infer, json={"inputs": [{**image, "data": two}]}), 400, "its shape holds 1 elements, its 'data' 2"),
         (client.post(f"/v2/models/{VARIANT}/infer", json={"inputs": [image]}), 400, "has no data"),
-        (client.post(f"/v2/models/{VARIANT}/infer", content=header + struct.pack("<I", len(jpeg)) + jpeg, headers={"Inference-Header-Content-Length": str(len(header))}), 400, "declares binary_data_size"),
-        (client.post(f"/v2/models/{VARIANT}/infer", content=b"{}", headers={"Inference-Header-Content-Length": "99"}), 400, "Inference-Header-Content-Length is '99'"),
-        (client.post(f"/v2/models/{VARIANT}/infer", content=b"{}", headers={"Content-Encoding": "gzip"}), 400, "Content-Encoding 'gzip' is not supported"),
+        (client.post(infer, content=binary, headers={"Inference-Header-Content-Length": str(len(header))}), 400, "declares binary_data_size"),
+        (client.post(infer, content=b"{}", headers={"Inference-Header-Content-Length": "99"}), 400, "Inference-Header-Content-Length is '99'"),
+        (client.post(f"/v2/models/{VARIANT}/infer", content=b"{}", headers={"Content-Encoding": "gzip"}), 400, "not a valid gzip stream"),
+        (client.post(f"/v2/models/{VARIANT}/infer", content=b"{}", headers={"Content-Encoding": "br"}), 415, "Content-Encoding 'br' is not supported"),
         (client.get("/v2/nothing/here"), 404, "Not Found"),
     ]
     for response, status, fragment in cases:

@@ -9,12 +9,14 @@ from tritonclient.utils import InferenceServerException
 
 from app.main import create_app
 from app.oip.proto import grpc_predict_v2_pb2 as pb
+from model_zoo import build_info
 from model_zoo.categories import COCO_CLASSES
 
 FULL_NAME = "faster-rcnn_r50_fpn_attention_1111_1x_coco"
-INPUTS = [{"name": "IMAGE", "datatype": "BYTES", "shape": [-1]}]
+# As Triton declares a model that batches: B rows of one image, B rows of one count.
+INPUTS = [{"name": "IMAGE", "datatype": "BYTES", "shape": [-1, 1]}]
 OUTPUTS = [
-    {"name": "num_detections", "datatype": "INT32", "shape": [-1]},
+    {"name": "num_detections", "datatype": "INT32", "shape": [-1, 1]},
     {"name": "detection_boxes", "datatype": "FP32", "shape": [-1, -1, 4]},
     {"name": "detection_scores", "datatype": "FP32", "shape": [-1, -1]},
     {"name": "detection_classes", "datatype": "INT32", "shape": [-1, -1]},
@@ -57,7 +59,11 @@ def test_a_server_still_loading_or_without_models_is_live_but_not_ready(zoo, sta
 
 
 def test_server_metadata(triton_http, triton_grpc):
-    expected = {"name": "attnzoo", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+    expected = {
+        "name": "attnzoo",
+        "version": build_info().version,  # the installed package's
+        "extensions": ["binary_tensor_data", "model_configuration", "statistics", "model_repository", "parameters"],
+    }
     assert triton_http.get_server_metadata() == expected
     assert triton_grpc.get_server_metadata(as_json=True) == expected
 

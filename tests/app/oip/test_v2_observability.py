@@ -54,16 +54,17 @@ def test_request_metrics_carry_the_protocol(live_server, metric, eventually, jpe
     series = {
         "http": dict(endpoint="/detect", status="200", protocol="http"),
         "v2-http": dict(endpoint="/v2/models/{model}/infer", status="200", protocol="v2-http"),
-        "v2-grpc": dict(endpoint="/inference.GRPCInferenceService/ModelInfer", status="200", protocol="v2-grpc"),
+        "v2-grpc": dict(endpoint="/inference.GRPCInferenceService/ModelInfer", status="OK", protocol="v2-grpc"),  # gRPC: the code's name
     }
     before = {name: metric(base, "attnzoo_requests_total", variant=VARIANT, **labels) for name, labels in series.items()}
-    latency_before = metric(base, "attnzoo_request_duration_seconds_count", variant=VARIANT, endpoint="/inference.GRPCInferenceService/ModelInfer", protocol="v2-grpc")
+    grpc_latency = {"variant": VARIANT, "endpoint": "/inference.GRPCInferenceService/ModelInfer", "protocol": "v2-grpc"}
+    latency_before = metric(base, "attnzoo_request_duration_seconds_count", **grpc_latency)
     stages_before = metric(base, "attnzoo_stage_duration_seconds_count", variant=VARIANT, stage="model")
     assert client.post("/detect", params={"variant": VARIANT}, content=jpeg).status_code == 200
     triton_http.infer(VARIANT, [image_input(httpclient, [jpeg])])
     triton_grpc.infer(VARIANT, [image_input(grpcclient, [jpeg, jpeg])])
     eventually(lambda: all(metric(base, "attnzoo_requests_total", variant=VARIANT, **labels) == before[name] + 1 for name, labels in series.items()))
-    assert metric(base, "attnzoo_request_duration_seconds_count", variant=VARIANT, endpoint="/inference.GRPCInferenceService/ModelInfer", protocol="v2-grpc") == latency_before + 1
+    assert metric(base, "attnzoo_request_duration_seconds_count", **grpc_latency) == latency_before + 1
     assert metric(base, "attnzoo_stage_duration_seconds_count", variant=VARIANT, stage="model") == stages_before + 4  # one per image
     health = metric(base, "attnzoo_requests_total", endpoint="/v2/health/live", status="200", protocol="v2-http")
     client.get("/v2/health/live")

@@ -47,7 +47,7 @@ def test_overload_is_refused_as_detect_refuses_it_and_the_service_recovers(
     live_server, hold_model, eventually, metric, jpeg, triton_http, triton_grpc
 ):
     base = live_server.base_url
-    refused_before = metric(base, "attnzoo_requests_total", endpoint=GRPC_INFER, status="429", protocol="v2-grpc")
+    refused_before = metric(base, "attnzoo_requests_total", endpoint=GRPC_INFER, status="RESOURCE_EXHAUSTED", protocol="v2-grpc")
     gate, executor, waiting = hold_and_queue(live_server, hold_model, eventually, metric, jpeg, queued=4)
     assert post_detect(base, jpeg).status_code == 429
     with pytest.raises(InferenceServerException) as over_http:
@@ -65,7 +65,7 @@ def test_overload_is_refused_as_detect_refuses_it_and_the_service_recovers(
             pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(grpc_request(jpeg), timeout=60)
     assert plain.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert int(dict(plain.value.trailing_metadata())["retry-after"]) >= 1
-    eventually(lambda: metric(base, "attnzoo_requests_total", endpoint=GRPC_INFER, status="429", protocol="v2-grpc") == refused_before + 2)
+    eventually(lambda: metric(base, "attnzoo_requests_total", endpoint=GRPC_INFER, status="RESOURCE_EXHAUSTED", protocol="v2-grpc") == refused_before + 2)
     gate.release()
     assert [f.result().status_code for f in waiting] == [200] * 5
     executor.shutdown()
@@ -120,7 +120,7 @@ def test_the_timeout_parameter_is_a_deadline_and_a_late_request_never_runs(
 def test_cancelled_grpc_requests_never_reach_the_model(live_server, hold_model, eventually, metric, jpeg, triton_grpc):
     base = live_server.base_url
     batches_before = metric(base, "attnzoo_batch_size_count", variant=VARIANT)
-    gone_before = metric(base, "attnzoo_requests_total", variant=VARIANT, endpoint=GRPC_INFER, status="499", protocol="v2-grpc")
+    gone_before = metric(base, "attnzoo_requests_total", variant=VARIANT, endpoint=GRPC_INFER, status="CANCELLED", protocol="v2-grpc")
     gate, executor, (blocker,) = hold_and_queue(live_server, hold_model, eventually, metric, jpeg, queued=0)
     errors: list[object] = []
     calls = [
@@ -130,7 +130,7 @@ def test_cancelled_grpc_requests_never_reach_the_model(live_server, hold_model, 
     eventually(lambda: metric(base, "attnzoo_queue_depth", variant=VARIANT) == 4)
     for call in calls:
         call.cancel()
-    eventually(lambda: metric(base, "attnzoo_requests_total", variant=VARIANT, endpoint=GRPC_INFER, status="499", protocol="v2-grpc") == gone_before + 2)
+    eventually(lambda: metric(base, "attnzoo_requests_total", variant=VARIANT, endpoint=GRPC_INFER, status="CANCELLED", protocol="v2-grpc") == gone_before + 2)
     eventually(lambda: len(errors) == 2)
     assert all("CANCELLED" in str(error) for error in errors)
     gate.release()

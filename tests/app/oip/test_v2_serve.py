@@ -3,50 +3,14 @@ beside HTTP, turning it off with 0, and refusing a port it cannot use in one lin
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
-from oip_support import grpcclient
+from oip_support import grpcclient, serve, stop, wait_http
 from tritonclient.utils import InferenceServerException
 
 from app.settings import Settings
-
-ATTNZOO = [sys.executable, "-m", "model_zoo"]
-
-
-def serve(zoo, tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``attnzoo serve`` asked for a variant with no weights: it starts at once and loads nothing."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ATTNZOO_")}
-    return subprocess.Popen(
-        [*ATTNZOO, "serve", *args, "--variants", "attn0010-dcn", "--device", "cpu", "--metafile", str(zoo.metafile),
-         "--weights-dir", str(zoo.weights_dir), "--log-level", "warning"],
-        env={**clean, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
-    )  # fmt: skip
-
-
-def wait_http(process: subprocess.Popen, base_url: str) -> None:
-    deadline = time.monotonic() + 240
-    while True:
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        try:
-            if httpx.get(f"{base_url}/v2/health/live", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.25)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
-    assert process.wait(60) == 0
 
 
 def test_serve_answers_grpc_on_the_port_given(zoo, tmp_path, unused_port):

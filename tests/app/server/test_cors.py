@@ -10,7 +10,6 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-
 from tests.app.conftest import MISSING_VARIANT, LiveServer, Zoo
 
 ALLOWED = "https://app.example.com"

@@ -17,9 +17,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from app.server.http_protocol import BODY_GRACE_S
 from app.main import create_app
-
+from app.server.http_protocol import BODY_GRACE_S
 from tests.app.conftest import LiveServer, read_http_response, read_metric
 
 VARIANT = "attn0010"

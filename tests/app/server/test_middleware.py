@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def test_every_response_carries_a_request_id_that_the_log_line_carries(client, access_log, eventually, jpeg):
     responses = [
@@ -38,5 +40,14 @@ def test_openapi_docs_are_served(client):
     spec = client.get("/openapi.json").json()
     detect = spec["paths"]["/detect"]["post"]
     assert set(detect["requestBody"]["content"]) == {"multipart/form-data", "image/*", "application/octet-stream", "application/json"}
-    assert {p["name"] for p in detect["parameters"]} == {"variant", "budget_ms", "score_thr", "max_dets", "classes", "format"}  # budget_ms: variant=auto (issue 17)
+    assert {p["name"] for p in detect["parameters"]} == {"variant", "budget_ms", "score_thr", "max_dets", "classes", "format"}  # budget_ms: variant=auto
     assert {"/models", "/models/{variant}", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+
+
+def test_secrets_in_a_query_string_never_reach_the_access_log(client, access_log, eventually):
+    secrets = {"token": "s3cret-1", "api_key": "s3cret-2", "Password": "s3cret-3", "keep": "me"}
+    client.get("/healthz", params=secrets, headers={"X-Request-ID": "with-secrets"})
+    eventually(lambda: any(line["request_id"] == "with-secrets" for line in access_log), timeout=10)
+    (line,) = [line for line in access_log if line["request_id"] == "with-secrets"]
+    assert line["query"] == "token=[redacted]&api_key=[redacted]&Password=[redacted]&keep=me"
+    assert "s3cret" not in json.dumps(access_log)

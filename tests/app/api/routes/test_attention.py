@@ -8,15 +8,12 @@ pixels = 40 original pixels, centred at 10, 50, 90, ...
 from __future__ import annotations
 
 import io
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.core.batching import MicroBatcher
 from model_zoo import load_image
 from model_zoo.visualize import draw_heatmap
 

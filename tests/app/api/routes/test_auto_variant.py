@@ -7,8 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.core.variant_choice import LatencyWindow
-from app.core.variant_choice import choose_variant
+from app.core.variant_choice import LatencyWindow, choose_variant
 
 
 @dataclass

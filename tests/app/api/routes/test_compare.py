@@ -113,3 +113,11 @@ def test_narrow_images_are_enlarged_so_titles_fit(client, make_scene, encode_ima
     )
     with Image.open(io.BytesIO(response.content)) as image:
         assert image.width == 360 + 2 * GAP  # MIN_PANEL_WIDTH
+
+
+def test_a_panel_of_stand_in_weights_is_titled_so():
+    from app.api.routes.compare import panel_name
+    from app.core.requests import DetectOutcome
+
+    assert panel_name(DetectOutcome("attn0010", None, "synthetic", [])) == "attn0010 (synthetic weights)"
+    assert panel_name(DetectOutcome("attn0010", "ab12", "official", [])) == "attn0010"

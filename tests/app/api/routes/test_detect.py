@@ -18,7 +18,6 @@ from PIL import Image
 from model_zoo import load_detector
 from model_zoo.categories import COCO_CLASSES
 from model_zoo.weights import sha256_file
-
 from tests.app.conftest import assert_every_place_is_free, first_answered, read_http_response, serving_settings, upload_heads
 
 VARIANT = "attn0010"
@@ -124,7 +123,12 @@ async def test_variant_never_requested_is_a_404_without_retry_after(asgi_client,
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("params", "fragment"),
-    [({}, "variant"), ({"variant": VARIANT, "score_thr": "high"}, "score_thr"), ({"variant": VARIANT, "score_thr": 2}, "score_thr"), ({"variant": VARIANT, "max_dets": -1}, "max_dets")],
+    [
+        ({}, "variant"),
+        ({"variant": VARIANT, "score_thr": "high"}, "score_thr"),
+        ({"variant": VARIANT, "score_thr": 2}, "score_thr"),
+        ({"variant": VARIANT, "max_dets": -1}, "max_dets"),
+    ],
 )
 async def test_invalid_parameters_are_422_json(asgi_client, jpeg, params, fragment):
     async with asgi_client as http:

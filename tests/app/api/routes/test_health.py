@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 import httpx
 import pytest
 
 from app.main import create_app
-
+from model_zoo import build_info
 from tests.app.conftest import LOADED_VARIANTS, MISSING_VARIANT, REFUSED_VARIANT, serving_settings
 
 MISSING_FILE = f"{MISSING_VARIANT}-12345678.pth"  # the name the test zoo's registry gives it
+VERSION = version("attnzoo")  # the package's own version: the build that answers
 
 
 def non_strict(app):
@@ -21,9 +23,9 @@ def non_strict(app):
     return app.state.settings.model_copy(update={"strict_readiness": False})
 
 
-def test_healthz(client):
+def test_healthz_says_which_build_answers(client):
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.status_code == 200 and response.json() == {"status": "ok", "build": {"version": VERSION, "commit": build_info().revision}}
 
 
 def test_readyz_when_every_requested_variant_is_loaded(client):

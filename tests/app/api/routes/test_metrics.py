@@ -37,7 +37,8 @@ def test_metrics_move_with_requests(client, metric, eventually, live_server, jpe
     ok_before = metric(base, "attnzoo_requests_total", variant="attn1111", endpoint="/detect", status="200")
     missing_before = metric(base, "attnzoo_requests_total", variant="", endpoint="/detect", status="404")
     latency_before = metric(base, "attnzoo_request_duration_seconds_count", variant="attn1111", endpoint="/detect")
-    stages_before = {s: metric(base, "attnzoo_stage_duration_seconds_count", variant="attn1111", stage=s) for s in ("queue", "preprocess", "model", "postprocess")}
+    stages = ("queue", "preprocess", "model", "postprocess")
+    stages_before = {s: metric(base, "attnzoo_stage_duration_seconds_count", variant="attn1111", stage=s) for s in stages}
     batches_before = metric(base, "attnzoo_batch_size_count", variant="attn1111")
 
     for _ in range(2):

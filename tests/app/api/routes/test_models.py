@@ -28,6 +28,7 @@ def test_models_lists_every_registry_variant_with_its_state(client, zoo):
     response = client.get("/models")
     assert response.status_code == 200
     assert response.json()["hint"] is None  # every requested checkpoint is there
+    assert response.json()["build"] == client.get("/healthz").json()["build"]  # the build that answers
     models = {m["variant"]: m for m in response.json()["models"]}
     assert list(models) == ["attn1111", "attn0010", "attn1111-dcn", "attn0010-dcn"]
     for variant, (box_ap, fps, memory) in PUBLISHED.items():
