@@ -19,6 +19,7 @@ import functools
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +39,7 @@ from .variant_choice import LatencyWindow
 T = TypeVar("T")
 
 
+@dataclass(eq=False)  # identity: a variant is itself, whatever its figures
 class ServedVariant:
     """A loaded variant: its detector, its batcher, and the per-image work of a request.
 
@@ -51,26 +53,15 @@ class ServedVariant:
         statistics: its inference statistics (the batcher's ``on_batch`` hook records its forwards).
     """
 
-    def __init__(
-        self,
-        detector: Detector,
-        batcher: MicroBatcher[PreparedImage, DetectionResult],
-        *,
-        max_pixels: int,
-        load_seconds: float,
-        latency: LatencyWindow,
-        weights_source: WeightsSource,
-        statistics: InferenceStatistics,
-    ) -> None:
-        self.detector = detector
-        self.batcher = batcher
-        self.max_pixels = max_pixels
-        self.load_seconds = load_seconds
-        self.latency = latency
-        self.weights_source = weights_source
-        self.statistics = statistics
-        self._leases = 0
-        self._idle = threading.Condition()
+    detector: Detector
+    batcher: MicroBatcher[PreparedImage, DetectionResult]
+    max_pixels: int
+    load_seconds: float
+    latency: LatencyWindow
+    weights_source: WeightsSource
+    statistics: InferenceStatistics
+    _leases: int = field(default=0, init=False)
+    _idle: threading.Condition = field(default_factory=threading.Condition, init=False)
 
     @property
     def variant(self) -> str:

@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 import zlib
+from dataclasses import dataclass
 
 from starlette.datastructures import MutableHeaders
 from starlette.routing import BaseRoute, Match
@@ -187,6 +188,7 @@ def _is_preflight(scope: Scope) -> bool:
     return scope.get("method") == "OPTIONS" and any(name == b"access-control-request-method" for name, _ in scope.get("headers", ()))
 
 
+@dataclass
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_bytes`` with 413, without reading them whole; bodies not in
     within ``timeout_s`` of the request's start, or arriving slower than ``min_rate``, with 408.
@@ -209,13 +211,12 @@ class BodyLimitMiddleware:
     app waiting for a disconnect) are not limited.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, min_rate: float, grace_s: float, doors: FrontDoors) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.timeout_s = timeout_s
-        self.min_rate = min_rate
-        self.grace_s = grace_s
-        self.doors = doors
+    app: ASGIApp
+    max_bytes: int
+    timeout_s: float
+    min_rate: float
+    grace_s: float
+    doors: FrontDoors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

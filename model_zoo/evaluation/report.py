@@ -146,6 +146,14 @@ def weights_sources(rows: Sequence[Mapping[str, Any]]) -> dict[str, str | None]:
     return {str(row.get("variant")): row.get("weights_source") for row in rows}
 
 
+# the table's figures between the DCN and Images columns, in order: (row key, decimals); a delta is signed
+NUMBER_COLUMNS = (
+    ("published_box_ap", 1), ("box_ap", 1), ("delta_box_ap", 1), ("box_ap50", 1), ("box_ap75", 1), ("box_ap_s", 1),
+    ("box_ap_m", 1), ("box_ap_l", 1), ("published_fps", 1), ("fps", 1), ("delta_fps", 1), ("fps_end_to_end", 1),
+    ("published_train_memory_gb", 1), ("peak_memory_mb", 0),
+)  # fmt: skip
+
+
 def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The seed's table with our measurement beside each published column, and the deltas."""
     header = (
@@ -163,27 +171,8 @@ def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "|" + "|".join([":--"] + [":-:"] * (header.count("|") - 2)) + "|",
     ]
     for row in rows:
-        cells = [
-            row.get("variant"),
-            row.get("attention") or "-",
-            "Y" if row.get("dcn") else "N",
-            _fmt(row.get("published_box_ap"), 1),
-            _fmt(row.get("box_ap"), 1),
-            _fmt(row.get("delta_box_ap"), 1, signed=True),
-            _fmt(row.get("box_ap50"), 1),
-            _fmt(row.get("box_ap75"), 1),
-            _fmt(row.get("box_ap_s"), 1),
-            _fmt(row.get("box_ap_m"), 1),
-            _fmt(row.get("box_ap_l"), 1),
-            _fmt(row.get("published_fps"), 1),
-            _fmt(row.get("fps"), 1),
-            _fmt(row.get("delta_fps"), 1, signed=True),
-            _fmt(row.get("fps_end_to_end"), 1),
-            _fmt(row.get("published_train_memory_gb"), 1),
-            _fmt(row.get("peak_memory_mb"), 0),
-            row.get("images"),
-            _device_cell(row),
-        ]
+        figures = [_fmt(row.get(key), digits, signed=key.startswith("delta_")) for key, digits in NUMBER_COLUMNS]
+        cells = [row.get("variant"), row.get("attention") or "-", "Y" if row.get("dcn") else "N", *figures, row.get("images"), _device_cell(row)]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     lines += [
         "",
