@@ -268,6 +268,16 @@ class MicroBatcher(Generic[Item, Result]):
     def has_work(self) -> bool:
         return bool(self._waiting) or self._held > 0 or self._formed > 0
 
+    def oldest_queued_at(self) -> float | None:
+        """When the oldest request still queued arrived (:meth:`DeviceLane.turn` lets older work go
+        first); None when none is, or when closing (its worker forms no more batches)."""
+        if self._stop:
+            return None
+        try:
+            return self._waiting[0].enqueued_at
+        except IndexError:
+            return None
+
     def _model_end_s(self, size: int, now: float) -> float | None:
         """Predicted seconds from ``now`` until a batch of ``size`` formed now would end: the rest of
         the forward running on the device, then its own; None before the first measured forward."""
@@ -404,11 +414,12 @@ class MicroBatcher(Generic[Item, Result]):
             return False
         return True
 
-    def _forward(self, items: list[Item]) -> tuple[list[Result] | Exception, float, float]:
-        """Run the batch function in the device's turn and learn its cost: (its results, or its
-        failure; its start; its seconds). The turn ends before any caller has its answer, so that
-        a caller that predicts right after its answer does not count a forward that ended."""
-        with self.lane.turn(self, self.cost.seconds(len(items))):
+    def _forward(self, items: list[Item], since: float) -> tuple[list[Result] | Exception, float, float]:
+        """Run the batch function in the device's turn (``since``: when its oldest item was queued)
+        and learn its cost: (its results, or its failure; its start; its seconds). The turn ends
+        before any caller has its answer, so that a caller that predicts right after its answer
+        does not count a forward that ended."""
+        with self.lane.turn(self, self.cost.seconds(len(items)), since):
             with self._cond:
                 self._formed = 0  # running now: the lane counts it
             started = time.monotonic()
@@ -424,7 +435,7 @@ class MicroBatcher(Generic[Item, Result]):
         return outcome, started, elapsed
 
     def _execute(self, batch: list[_Pending[Item, Result]]) -> None:
-        outcome, started, elapsed = self._forward([p.item for p in batch])
+        outcome, started, elapsed = self._forward([p.item for p in batch], min(p.enqueued_at for p in batch))
         if not isinstance(outcome, Exception):
             for pending, result in zip(batch, outcome):
                 pending.future.set_result(BatchOutcome(result, started - pending.enqueued_at, elapsed, len(batch)))
@@ -435,7 +446,7 @@ class MicroBatcher(Generic[Item, Result]):
         # one bad item must not fail its companions: run them one by one
         logger.warning("%s: batch of %d failed (%r); retrying items one by one", self.name, len(batch), outcome)
         for pending in batch:
-            alone, started, elapsed = self._forward([pending.item])
+            alone, started, elapsed = self._forward([pending.item], pending.enqueued_at)
             if isinstance(alone, Exception):
                 pending.future.set_exception(alone)
             else:

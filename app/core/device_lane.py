@@ -1,19 +1,27 @@
-"""One forward at a time per device, whichever model it belongs to, in the order they ask.
+"""One forward at a time per device, whichever model it belongs to, oldest work first.
 
 Two forwards at once on one CPU share its cores and each takes about twice as long; on one GPU
 they share its stream. Taking turns gives each forward the whole device, which keeps every model's
 measured cost (``forward_cost``) true whatever the others do, and lets admission see the whole
 device's backlog: the forward running now (charged once, for its predicted remaining time) and the
 work every other model on the device has queued (:meth:`DeviceLane.work_ahead`).
+
+Turns go to the forward whose oldest request arrived first, not to the model that asked first:
+admission counts, for a request, only the work queued before it, so work admitted later (on any
+model of the device) must not run before it. A forward also waits while another model has older
+requests queued that its worker has not yet formed into a batch (it is delivering its last
+answers): asking order alone would make two busy models alternate, and a model's later batches
+would push back a request another model admitted earlier.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import threading
 import time
 import weakref
-from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -30,6 +38,17 @@ class LaneMember(Protocol):
         """Whether anything of it waits: queued, admitted, or formed into a batch."""
         ...
 
+    def oldest_queued_at(self) -> float | None:
+        """When its oldest request still queued (not yet in a batch) arrived (``time.monotonic()``);
+        None when none is, or when it is closing."""
+        ...
+
+
+# how often a forward that waits for another model's older queued work looks again: that model's
+# worker asks for its turn (and wakes the waiters) as soon as it has formed its batch, but a queued
+# request that is withdrawn wakes nobody here
+OLDER_WORK_RECHECK_S = 0.02
+
 
 @dataclass(frozen=True)
 class RunningForward:
@@ -44,7 +63,9 @@ class DeviceLane:
     def __init__(self, name: str) -> None:
         self.name = name
         self._cond = threading.Condition()
-        self._turns: deque[object] = deque()  # tokens of the forwards waiting, first come first served
+        # the forwards waiting: (their oldest request's arrival, then the order they asked, token)
+        self._turns: list[tuple[float, int, object]] = []
+        self._asked = itertools.count()
         self.running: RunningForward | None = None
         self._members: weakref.WeakSet[LaneMember] = weakref.WeakSet()
 
@@ -57,14 +78,18 @@ class DeviceLane:
             self._members.discard(member)
 
     @contextlib.contextmanager
-    def turn(self, owner: object, predicted_s: float | None) -> Iterator[None]:
-        """Wait for this forward's turn, then hold the device for the ``with`` block."""
+    def turn(self, owner: object, predicted_s: float | None, since: float | None = None) -> Iterator[None]:
+        """Wait for this forward's turn, then hold the device for the ``with`` block. ``since``: when
+        its oldest request arrived (``time.monotonic()``; default now); older work goes first, and
+        forwards of the same age in the order they ask."""
         token = object()
         with self._cond:
-            self._turns.append(token)
-            while self._turns[0] is not token or self.running is not None:
-                self._cond.wait()
-            self._turns.popleft()
+            waiting = (time.monotonic() if since is None else since, next(self._asked), token)
+            heapq.heappush(self._turns, waiting)
+            while self._turns[0][2] is not token or self.running is not None or self._older_elsewhere(owner, waiting[0]):
+                # queued requests arrive without a word to the lane: look again shortly
+                self._cond.wait(OLDER_WORK_RECHECK_S)
+            heapq.heappop(self._turns)
             self.running = RunningForward(owner, time.monotonic(), predicted_s)
         try:
             yield
@@ -72,6 +97,16 @@ class DeviceLane:
             with self._cond:
                 self.running = None
                 self._cond.notify_all()
+
+    def _older_elsewhere(self, owner: object, since: float) -> bool:
+        """Whether another member has requests queued, not yet in a batch, older than ``since``."""
+        for member in list(self._members):
+            if member is owner:
+                continue
+            oldest = member.oldest_queued_at()
+            if oldest is not None and oldest < since:
+                return True
+        return False
 
     def running_remaining_s(self, now: float) -> float:
         """Predicted seconds until the forward running now ends: its prediction less its time so far

@@ -31,10 +31,12 @@ import functools
 import logging
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 import grpc
 from fastapi.security import HTTPAuthorizationCredentials
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -72,6 +74,46 @@ for _file in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
 
 Response = TypeVar("Response")
 Method = Callable[["InferenceServicer", Any, grpc.aio.ServicerContext, RequestRecord], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class UndecodableRequest:
+    """What the service's RPCs are handed for request bytes that are not their message."""
+
+    message: str  # what was wrong, for the client
+
+
+class TolerantDecoding(grpc.aio.ServerInterceptor):
+    """Hands the service's RPCs an :class:`UndecodableRequest` for bytes that do not parse, so that
+    they answer ``INVALID_ARGUMENT`` (logged and counted like any refused request); grpc's own
+    answer to a parser error is ``UNKNOWN`` with the exception's class name. The health and
+    reflection services keep grpc's answer."""
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None or not details.method.startswith(f"/{SERVICE}/"):
+            return handler
+        parse = handler.request_deserializer
+        message_name = details.method.rsplit("/", 1)[-1]
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except DecodeError as exc:
+                return UndecodableRequest(f"the {message_name} request is not a valid protobuf message ({exc})")
+
+        serialize = handler.response_serializer
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(handler.unary_unary, tolerant, serialize)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(handler.unary_stream, tolerant, serialize)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(handler.stream_unary, tolerant, serialize)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(handler.stream_stream, tolerant, serialize)
+        return handler
 
 
 class GrpcPortError(RuntimeError):
@@ -143,7 +185,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await self._infer(request, context.time_remaining(), record)
 
     async def ModelStreamInfer(
-        self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[pb.ModelInferRequest | UndecodableRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Each request of the stream runs as it arrives; the answers go back in the order sent."""
         stream_id = request_id_from(_metadata_value(context.invocation_metadata(), REQUEST_ID_KEY))
@@ -173,12 +215,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             for answer in running:
                 answer.cancel()
 
-    async def _stream_answer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, stream_id: str) -> pb.ModelStreamInferResponse:
+    async def _stream_answer(
+        self, request: pb.ModelInferRequest | UndecodableRequest, context: grpc.aio.ServicerContext, stream_id: str
+    ) -> pb.ModelStreamInferResponse:
         """One request of a stream, answered (or its failure), logged and counted as a ModelInfer."""
         started = time.perf_counter()
         record = RequestRecord(request_id_from(None))
         status, code = 200, grpc.StatusCode.OK
         try:
+            if isinstance(request, UndecodableRequest):
+                raise InferenceRequestError(request.message)
             response = await self._infer(request, context.time_remaining(), record)
             response.parameters[FINAL_RESPONSE].bool_param = True
             return pb.ModelStreamInferResponse(infer_response=response)
@@ -188,7 +234,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except Exception as exc:  # noqa: BLE001 - a failed request is a stream message; the stream goes on
             answer = answer_for(exc, record.request_id)
             status, code, record.error = answer.status, answer.grpc_code, answer.code
-            return pb.ModelStreamInferResponse(error_message=answer.message, infer_response=pb.ModelInferResponse(id=request.id))
+            request_id = "" if isinstance(request, UndecodableRequest) else request.id
+            return pb.ModelStreamInferResponse(error_message=answer.message, infer_response=pb.ModelInferResponse(id=request_id))
         finally:
             self._finish(record, "ModelStreamInfer", context, status, code, started, stream_id=stream_id)
 
@@ -272,6 +319,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await context.send_initial_metadata(((REQUEST_ID_KEY, record.request_id),))
         status, code = 200, grpc.StatusCode.OK
         try:
+            if isinstance(request, UndecodableRequest):
+                raise InferenceRequestError(request.message)
             return await method(self, request, context, record)
         except asyncio.CancelledError:  # the client cancelled or went away: the core withdrew its images
             status, code, record.error = CLIENT_CLOSED, grpc.StatusCode.CANCELLED, "client_disconnected"
@@ -365,6 +414,7 @@ async def serving_grpc(service: InferenceService, settings: Settings, metrics: S
         yield
         return
     server = grpc.aio.server(
+        interceptors=(TolerantDecoding(),),
         options=[
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a port shared with another process
             ("grpc.max_receive_message_length", settings.max_body_bytes),  # the HTTP body limit

@@ -1,5 +1,5 @@
-"""DeviceLane: forwards of every model on a device take turns, first come first served, and each
-model's admission sees the others' work (plain Python batch functions)."""
+"""DeviceLane: forwards of every model on a device take turns, oldest work first, and each model's
+admission sees the others' work (plain Python batch functions)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,35 @@ def test_two_models_on_one_device_never_run_at_once_and_see_each_others_queue():
         b.close(5)
     starts_and_ends = [event for _, event in log]
     assert all(starts_and_ends[i] == "start" and starts_and_ends[i + 1] == "end" for i in range(0, len(starts_and_ends), 2))
+
+
+def test_older_work_goes_first_whichever_model_asked_first():
+    lane = DeviceLane("cpu")
+    log: list[tuple[str, str]] = []
+    a_fn, b_fn = Held("a", log), Held("b", log)
+    a = MicroBatcher(a_fn, max_batch=1, max_wait_s=0, queue_size=8, name="a", lane=lane)
+    b = MicroBatcher(b_fn, max_batch=1, max_wait_s=0, queue_size=8, name="b", lane=lane)
+    try:
+        far = time.monotonic() + 60
+        a_fn.entered.clear()
+        running = a.submit(1, far)
+        assert a_fn.entered.wait(10)  # a's first forward holds the device
+        # queued while it runs, oldest first: a's two, then b's two (b's worker asks for its turn
+        # at once, a's only once its running forward has ended)
+        futures = [a.submit(2, far), a.submit(3, far), b.submit(10, far), b.submit(11, far)]
+        while b.qsize() > 1:  # b's worker has formed its first batch and waits for the device
+            time.sleep(0.001)
+        time.sleep(0.05)
+        b_fn.gate.set()
+        a_fn.gate.set()
+        assert [f.result(10).result for f in (running, *futures)] == [1, 2, 3, 10, 11]
+    finally:
+        a_fn.gate.set()
+        b_fn.gate.set()
+        a.close(5)
+        b.close(5)
+    # admission charged each of these for the work queued before it: none ran behind later work
+    assert [name for name, event in log if event == "start"] == ["a", "a", "a", "b", "b"]
 
 
 def test_the_running_forward_is_charged_once_for_what_is_left_of_it():

@@ -10,6 +10,7 @@ import socket
 import struct
 import zlib
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from oip_support import grpcclient, http_client, httpclient, image_input
 from tritonclient.utils import InferenceServerException
 
 from app.main import create_app
+from app.oip.proto import grpc_predict_v2_pb2 as pb
 
 VARIANT = "attn0010"
 
@@ -163,3 +165,27 @@ def test_an_oversize_grpc_message_is_refused_by_grpc(triton_grpc, jpeg):
     error = infer_error(triton_grpc, grpcclient, [image_input(grpcclient, [big])])
     assert error.status() == "StatusCode.RESOURCE_EXHAUSTED" and "larger than max" in error.message()
     assert triton_grpc.is_server_ready()
+
+
+def test_bytes_that_are_not_the_protobuf_message_are_an_invalid_argument(live_server, access_log, eventually):
+    """gRPC: request bytes that do not parse as the RPC's message get INVALID_ARGUMENT with a plain
+    message (grpc's own answer is UNKNOWN naming the parser's exception), logged like any refusal;
+    on a stream, that request's message carries the error and the stream goes on."""
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # field 1, a length far past the end
+    with grpc.insecure_channel(live_server.grpc_url) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as error:
+            infer(garbage, timeout=30, metadata=(("x-request-id", "garbled-1"),))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("the ModelInfer request is not a valid protobuf message"), error.value.details()
+
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        answers = list(stream(iter([garbage, garbage]), timeout=30))
+        messages = [pb.ModelStreamInferResponse.FromString(answer).error_message for answer in answers]
+        assert len(messages) == 2 and all(m.startswith("the ModelStreamInfer request is not a valid protobuf message") for m in messages), messages
+
+        ready = channel.unary_unary("/inference.GRPCInferenceService/ServerReady")
+        assert pb.ServerReadyResponse.FromString(ready(pb.ServerReadyRequest().SerializeToString(), timeout=30)).ready
+    eventually(lambda: "garbled-1" in {line["request_id"] for line in access_log}, timeout=10)
+    line = next(line for line in access_log if line["request_id"] == "garbled-1")
+    assert (line["status"], line["grpc_status"]) == (400, "INVALID_ARGUMENT")
