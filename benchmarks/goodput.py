@@ -14,9 +14,8 @@ entry to ``BENCHMARKS.md``.
    from the burst to the last answer (the admitted work drains after the window): the share of
    the device's time spent on work a client got, against what it could do alone (1.0 = every
    second a lone forward's worth of useful work). Also the images the model forwarded (answered or
-   not), from ``/metrics``. The clients run at the lowest CPU priority (``nice 19``): the load
-   generator shares the machine and must not take the model's CPU (the busy loops, when asked
-   for, run at normal priority: they are the other work).
+   not), from ``/metrics``. The clients run on the same machine at normal priority: the CPU
+   their attempts take (and the server's answers to them) counts against the model.
 5. Recovery: once the window has passed and the admitted requests are answered, a lone request:
    its latency against a lone one.
 
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -197,7 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for variant in args.variants:
                     models = [asyncio.run(send_detect(base, variant, image, client_timeout, time.perf_counter())).model_s for _ in range(args.calibrate)]
                     lone_model_s[variant] = overload.percentile([m for m in models if m is not None], 50)
-                os.nice(19)  # the load generator, after the service started at normal priority
                 before = images_forwarded(base)
                 attempts = asyncio.run(overload_window(base, args.variants, image, args.burst_count, args.window, client_timeout))
                 after = images_forwarded(base)

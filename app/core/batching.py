@@ -15,9 +15,10 @@ work every other model on the device has queued, the batches ahead of it in its 
 batch it joins, each queued batch counted as its predicted time plus ``spread_allowance`` times its
 typical deviation (slowdowns hit the batches of a queue alike, so their deviations add up rather
 than cancel out). A request is refused at once, with a
-``retry_after_s`` from the same figures, when the queue is full (:class:`QueueFullError`) or when
-that prediction lands past its deadline (:class:`DeadlineUnreachableError`); both are
-:class:`OverloadedError`. A device with nothing running and nothing waiting never refuses a
+``retry_after_s``, when the queue is full (:class:`QueueFullError`) or when that prediction lands
+past its deadline (:class:`DeadlineUnreachableError`); both are :class:`OverloadedError`. The
+Retry-After is the soonest it could get in by the same figures, longer when a crowd of refused
+clients is already waiting to come back (:mod:`retry_pacing`). A device with nothing running and nothing waiting never refuses a
 request whose deadline is longer than the fastest recent forward of one image: it runs, and what
 it measures corrects the figures (a batch that ran slow for a passing reason cannot shut the model
 out).
@@ -46,6 +47,7 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 from .device_lane import DeviceLane
 from .errors import BatcherClosedError, DeadlineExceededError, DeadlineUnreachableError, QueueFullError
 from .forward_cost import ForwardCost
+from .retry_pacing import RetryPacing
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -108,6 +110,8 @@ class MicroBatcher(Generic[Item, Result]):
         spread_allowance: admission counts a prediction as its mean plus this many deviations.
         min_spread: the relative deviation admission assumes at least (before the batches have
             shown their own).
+        retry_window_s: how long a refusal counts toward the crowd a refused request's
+            Retry-After allows for (:class:`RetryPacing`); about the requests' deadline.
         on_batch: optional hook ``(batch_size, seconds)`` after every call (metrics hang here).
     """
 
@@ -124,6 +128,7 @@ class MicroBatcher(Generic[Item, Result]):
         smoothing: float = 0.2,
         spread_allowance: float = 2.0,
         min_spread: float = 0.0,
+        retry_window_s: float = 30.0,
     ) -> None:
         if max_batch < 1 or queue_size < 1 or max_wait_s < 0 or spread_allowance < 0 or min_spread < 0:
             raise ValueError(
@@ -139,6 +144,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.cost = ForwardCost(smoothing=smoothing)
         self.spread_allowance = spread_allowance
         self.min_spread = min_spread
+        self.retry_pacing = RetryPacing(retry_window_s)
         self.lane = lane if lane is not None else DeviceLane(name)
         self._waiting: deque[_Pending[Item, Result]] = deque()
         self._held = 0  # places held by admitted requests, not queued yet (QueuePlace)
@@ -220,7 +226,8 @@ class MicroBatcher(Generic[Item, Result]):
         if waiting + count > self.queue_size:
             # a place frees up once the requests over the limit have been taken by the worker
             excess = waiting + count - self.queue_size
-            raise QueueFullError(self.name, waiting, count, self.queue_size, _whole_seconds(self._seconds_to_serve(excess, now)))
+            retry = self._retry_after_s(self._seconds_to_serve(excess, now), deadline - now, now)
+            raise QueueFullError(self.name, waiting, count, self.queue_size, retry)
         budget = deadline - now
         lone_s = self.cost.lone_floor_s()
         if lone_s is not None and budget > count * lone_s and self.lane.idle():
@@ -228,8 +235,17 @@ class MicroBatcher(Generic[Item, Result]):
         predicted = self._seconds_to_serve(waiting + count, now)
         if predicted is not None and predicted > budget:
             # by then the queue ahead has shrunk by the excess, and a request with the same budget fits
-            retry = _whole_seconds(predicted - max(budget, 0.0))
+            retry = self._retry_after_s(predicted - max(budget, 0.0), budget, now)
             raise DeadlineUnreachableError(self.name, waiting, predicted, max(budget, 0.0), retry)
+
+    def _retry_after_s(self, soonest_s: float | None, budget_s: float, now: float) -> int:
+        """The Retry-After of a request refused at ``now``: at least ``soonest_s`` (when it could get
+        in), more when a crowd was refused before it (:class:`RetryPacing`); whole seconds."""
+        if soonest_s is None:
+            return _whole_seconds(None)
+        full_s = self.cost.seconds(self.max_batch)
+        places_per_s = self.max_batch / full_s if full_s else None
+        return _whole_seconds(self.retry_pacing.advise(soonest_s, max(budget_s, soonest_s), places_per_s, now))
 
     # -- predictions -------------------------------------------------------------------------
 
@@ -343,8 +359,10 @@ class MicroBatcher(Generic[Item, Result]):
             self._formed -= count
 
     def _collect(self) -> list[_Pending[Item, Result]] | None:
-        """Wait for a first live request, then gather companions until full, max_wait passed, or
-        one more would make the batch end past the deadline of one of its requests.
+        """Wait for a first live request, then gather companions until full, max_wait passed, one
+        more would make the batch end past the deadline of one of its requests, or the next is
+        younger than work another model on the device has waiting (the batch would run before that
+        work, longer than admission counted for it).
 
         Returns None when the batcher is stopping.
         """
@@ -360,7 +378,7 @@ class MicroBatcher(Generic[Item, Result]):
             pending = self._next(wait_until)
             if pending is None:
                 break
-            if batch and not self._fits(batch, pending):
+            if batch and (not self._fits(batch, pending) or self.lane.older_work_elsewhere(self, pending.enqueued_at)):
                 self._defer(batch, pending)
                 break
             if self._claim(pending):

@@ -63,8 +63,8 @@ class DeviceLane:
     def __init__(self, name: str) -> None:
         self.name = name
         self._cond = threading.Condition()
-        # the forwards waiting: (their oldest request's arrival, then the order they asked, token)
-        self._turns: list[tuple[float, int, object]] = []
+        # the forwards waiting: (their oldest request's arrival, then the order they asked, token, owner)
+        self._turns: list[tuple[float, int, object, object]] = []
         self._asked = itertools.count()
         self.running: RunningForward | None = None
         self._members: weakref.WeakSet[LaneMember] = weakref.WeakSet()
@@ -84,7 +84,7 @@ class DeviceLane:
         forwards of the same age in the order they ask."""
         token = object()
         with self._cond:
-            waiting = (time.monotonic() if since is None else since, next(self._asked), token)
+            waiting = (time.monotonic() if since is None else since, next(self._asked), token, owner)
             heapq.heappush(self._turns, waiting)
             while self._turns[0][2] is not token or self.running is not None or self._older_elsewhere(owner, waiting[0]):
                 # queued requests arrive without a word to the lane: look again shortly
@@ -97,6 +97,15 @@ class DeviceLane:
             with self._cond:
                 self.running = None
                 self._cond.notify_all()
+
+    def older_work_elsewhere(self, owner: object, since: float) -> bool:
+        """Whether another model on the device has work older than ``since`` waiting: a forward
+        waiting for its turn, or requests queued. A batch takes no companion younger than that work:
+        it would run before it, longer than admission counted."""
+        with self._cond:
+            if any(waiting[0] < since and waiting[3] is not owner for waiting in self._turns):
+                return True
+            return self._older_elsewhere(owner, since)
 
     def _older_elsewhere(self, owner: object, since: float) -> bool:
         """Whether another member has requests queued, not yet in a batch, older than ``since``."""

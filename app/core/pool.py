@@ -314,6 +314,7 @@ class VariantPool:
             lane=lane,
             spread_allowance=self.settings.admission_spread_allowance,
             min_spread=self.settings.admission_min_spread,
+            retry_window_s=self.settings.request_timeout_s,
             on_batch=on_batch,
         )
         latency = LatencyWindow(self.settings.latency_window)

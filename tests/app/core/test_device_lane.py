@@ -13,15 +13,17 @@ from app.core.device_lane import DeviceLane
 
 
 class Held:
-    """A batch function that records when it runs and waits at a gate."""
+    """A batch function that records when it runs (and its batches) and waits at a gate."""
 
     def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
         self.name, self.log = name, log
         self.gate = threading.Event()
         self.entered = threading.Event()
+        self.batches: list[list[int]] = []
 
     def __call__(self, items: list[int]) -> list[int]:
         self.log.append((self.name, "start"))
+        self.batches.append(list(items))
         self.entered.set()
         assert self.gate.wait(10)
         self.log.append((self.name, "end"))
@@ -115,6 +117,35 @@ def test_older_work_goes_first_whichever_model_asked_first():
         b.close(5)
     # admission charged each of these for the work queued before it: none ran behind later work
     assert [name for name, event in log if event == "start"] == ["a", "a", "a", "b", "b"]
+
+
+def test_a_batch_takes_no_companion_younger_than_another_models_waiting_work():
+    lane = DeviceLane("cpu")
+    log: list[tuple[str, str]] = []
+    a_fn, b_fn = Held("a", log), Held("b", log)
+    a = MicroBatcher(a_fn, max_batch=4, max_wait_s=0, queue_size=8, name="a", lane=lane)
+    b = MicroBatcher(b_fn, max_batch=4, max_wait_s=0, queue_size=8, name="b", lane=lane)
+    try:
+        far = time.monotonic() + 60
+        running = a.submit(1, far)
+        assert a_fn.entered.wait(10)
+        first_b = b.submit(10, far)
+        while len(lane._turns) < 1:  # b's worker waits for the device with its batch of one
+            time.sleep(0.001)
+        # a's request is older than b's next two: b's next batch may not carry the younger one
+        # past it (admission counted a's request behind b's work of that moment only)
+        futures = [a.submit(2, far), b.submit(11, far), b.submit(12, far)]
+        time.sleep(0.05)
+        a_fn.gate.set()
+        b_fn.gate.set()
+        assert [f.result(10).result for f in (running, first_b, *futures)] == [1, 10, 2, 11, 12]
+    finally:
+        a_fn.gate.set()
+        b_fn.gate.set()
+        a.close(5)
+        b.close(5)
+    assert [name for name, event in log if event == "start"] == ["a", "b", "a", "b", "b"]
+    assert (a_fn.batches, b_fn.batches) == ([[1], [2]], [[10], [11], [12]])
 
 
 def test_the_running_forward_is_charged_once_for_what_is_left_of_it():
