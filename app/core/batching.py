@@ -149,6 +149,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._waiting: deque[_Pending[Item, Result]] = deque()
         self._held = 0  # places held by admitted requests, not queued yet (QueuePlace)
         self._formed = 0  # items taken from the queue into a batch that has not started yet
+        self._forming_since: float | None = None  # arrival of the first of them, until its turn
         self._cond = threading.Condition()
         self._stop = False
         self.lane.join(self)
@@ -285,14 +286,18 @@ class MicroBatcher(Generic[Item, Result]):
         return bool(self._waiting) or self._held > 0 or self._formed > 0
 
     def oldest_queued_at(self) -> float | None:
-        """When the oldest request still queued arrived (:meth:`DeviceLane.turn` lets older work go
-        first); None when none is, or when closing (its worker forms no more batches)."""
+        """When the oldest request not yet in a forward's turn arrived: queued, or taken into the
+        batch being formed (:meth:`DeviceLane.turn` lets older work go first); None when there is
+        none, or when closing (its worker forms no more batches). Read without the lock: the queue
+        first, then the batch being formed, the reverse of the order :meth:`_next` writes them."""
         if self._stop:
             return None
         try:
-            return self._waiting[0].enqueued_at
+            queued: float | None = self._waiting[0].enqueued_at
         except IndexError:
-            return None
+            queued = None
+        forming = self._forming_since
+        return min((t for t in (queued, forming) if t is not None), default=None)
 
     def _model_end_s(self, size: int, now: float) -> float | None:
         """Predicted seconds from ``now`` until a batch of ``size`` formed now would end: the rest of
@@ -339,6 +344,7 @@ class MicroBatcher(Generic[Item, Result]):
                 batch.clear()  # answered: do not keep the batch's items while waiting for the next one
                 with self._cond:
                     self._formed = 0
+                    self._forming_since = None
 
     def _next(self, until: float | None) -> _Pending[Item, Result] | None:
         """Pop the oldest waiting request into the batch being formed, waiting for one until
@@ -352,6 +358,8 @@ class MicroBatcher(Generic[Item, Result]):
             if self._stop:
                 return None
             self._formed += 1
+            if self._forming_since is None:  # set before the pop: the lane reads them in the other order
+                self._forming_since = self._waiting[0].enqueued_at
             return self._waiting.popleft()
 
     def _unform(self, count: int = 1) -> None:
@@ -440,6 +448,7 @@ class MicroBatcher(Generic[Item, Result]):
         with self.lane.turn(self, self.cost.seconds(len(items)), since):
             with self._cond:
                 self._formed = 0  # running now: the lane counts it
+                self._forming_since = None
             started = time.monotonic()
             outcome: list[Result] | Exception
             try:

@@ -9,9 +9,9 @@ work every other model on the device has queued (:meth:`DeviceLane.work_ahead`).
 Turns go to the forward whose oldest request arrived first, not to the model that asked first:
 admission counts, for a request, only the work queued before it, so work admitted later (on any
 model of the device) must not run before it. A forward also waits while another model has older
-requests queued that its worker has not yet formed into a batch (it is delivering its last
-answers): asking order alone would make two busy models alternate, and a model's later batches
-would push back a request another model admitted earlier.
+requests that its worker has not yet brought to a turn (queued, or in a batch being formed, while
+it delivers its last answers): asking order alone would make two busy models alternate, and a
+model's later batches would push back a request another model admitted earlier.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class LaneMember(Protocol):
         ...
 
     def oldest_queued_at(self) -> float | None:
-        """When its oldest request still queued (not yet in a batch) arrived (``time.monotonic()``);
-        None when none is, or when it is closing."""
+        """When its oldest request not yet in a forward's turn (queued, or in the batch being
+        formed) arrived (``time.monotonic()``); None when there is none, or when it is closing."""
         ...
 
 
@@ -100,15 +100,15 @@ class DeviceLane:
 
     def older_work_elsewhere(self, owner: object, since: float) -> bool:
         """Whether another model on the device has work older than ``since`` waiting: a forward
-        waiting for its turn, or requests queued. A batch takes no companion younger than that work:
-        it would run before it, longer than admission counted."""
+        waiting for its turn, or requests not yet in a turn. A batch takes no companion younger
+        than that work: it would run before it, longer than admission counted."""
         with self._cond:
             if any(waiting[0] < since and waiting[3] is not owner for waiting in self._turns):
                 return True
             return self._older_elsewhere(owner, since)
 
     def _older_elsewhere(self, owner: object, since: float) -> bool:
-        """Whether another member has requests queued, not yet in a batch, older than ``since``."""
+        """Whether another member has requests older than ``since`` that are not yet in a turn."""
         for member in list(self._members):
             if member is owner:
                 continue
