@@ -86,9 +86,13 @@ class DeviceLane:
         with self._cond:
             waiting = (time.monotonic() if since is None else since, next(self._asked), token, owner)
             heapq.heappush(self._turns, waiting)
-            while self._turns[0][2] is not token or self.running is not None or self._older_elsewhere(owner, waiting[0]):
+            while self._turns[0][2] is not token or self.running is not None:
+                self._cond.wait()  # woken when a turn ends or another forward asks
+            while self._older_elsewhere(owner, waiting[0]):
                 # queued requests arrive without a word to the lane: look again shortly
                 self._cond.wait(OLDER_WORK_RECHECK_S)
+                while self._turns[0][2] is not token or self.running is not None:
+                    self._cond.wait()
             heapq.heappop(self._turns)
             self.running = RunningForward(owner, time.monotonic(), predicted_s)
         try:

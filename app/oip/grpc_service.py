@@ -177,7 +177,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             platform=metadata.platform,
             inputs=[pb.ModelMetadataResponse.TensorMetadata(name=s.name, datatype=s.datatype, shape=s.shape) for s in metadata.inputs],
             outputs=[pb.ModelMetadataResponse.TensorMetadata(name=s.name, datatype=s.datatype, shape=s.shape) for s in metadata.outputs],
-            parameters={name: _parameter(value) for name, value in metadata.parameters.items()},
+            parameters={name: infer_parameter(value) for name, value in metadata.parameters.items()},
         )
 
     @_rpc
@@ -484,7 +484,8 @@ def _repository_value(parameter: pb.ModelRepositoryParameter) -> ParameterValue 
     return value
 
 
-def _parameter(value: ParameterValue) -> pb.InferParameter:
+def infer_parameter(value: ParameterValue) -> pb.InferParameter:
+    """``value`` in the protobuf field of its type (a bool is an int to Python: checked first)."""
     if isinstance(value, bool):
         return pb.InferParameter(bool_param=value)
     if isinstance(value, int):

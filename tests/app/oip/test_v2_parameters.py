@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from oip_support import detect_arrays, detections_of, grpcclient, httpclient, image_input
 
+from app.oip.grpc_service import infer_parameter
 from app.oip.proto import grpc_predict_v2_pb2 as pb
 from app.oip.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -72,18 +73,8 @@ def test_other_parameters_are_refused_with_what_is_valid(live_server, jpeg, para
     assert over_http.status_code == 422 and fragment in over_http.json()["error"], over_http.text
     with grpc.insecure_channel(live_server.grpc_url) as channel:
         with pytest.raises(grpc.RpcError) as over_grpc:
-            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(raw_request(jpeg, **{k: parameter(v) for k, v in parameters.items()}), timeout=300)
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(raw_request(jpeg, **{k: infer_parameter(v) for k, v in parameters.items()}), timeout=300)
     assert over_grpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in over_grpc.value.details()
-
-
-def parameter(value: bool | int | float | str) -> pb.InferParameter:
-    if isinstance(value, bool):
-        return pb.InferParameter(bool_param=value)
-    if isinstance(value, int):
-        return pb.InferParameter(int64_param=value)
-    if isinstance(value, float):
-        return pb.InferParameter(double_param=value)
-    return pb.InferParameter(string_param=value)
 
 
 def test_numbers_may_come_as_strings_or_unsigned_integers(live_server, triton_http, triton_grpc, jpeg):
